@@ -1,0 +1,57 @@
+"""Entry point of ``medsae-desktop``: ``medsae-desktop [FILE] [--demo]``.
+
+With no real models configured (first start), the app opens on the built-in demo workspace,
+building it with a progress dialog the first time. ``FILE`` (DICOM/PNG/JPEG) is opened in
+the viewer. Logging is configured here and nowhere at import time.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="medsae-desktop",
+        description="MedSAE Desktop: SAE features of chest-radiograph models (research use "
+                    "only, not for diagnosis).")
+    p.add_argument("file", nargs="?", help="study to open (DICOM, PNG or JPEG)")
+    p.add_argument("--demo", action="store_true",
+                   help="start on the built-in demo workspace (built on first use)")
+    p.add_argument("--rebuild-demo", action="store_true",
+                   help="rebuild the demo workspace from scratch")
+    p.add_argument("--debug", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the GUI; returns the exit code."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from medsae_desktop.ui.main_window import MainWindow
+    from medsae_desktop.ui.theme import apply_theme
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("medsae-desktop")
+    app.setOrganizationName("medsae-desktop")
+    app.setApplicationDisplayName("MedSAE Desktop")
+    apply_theme(app)
+    win = MainWindow()
+    win.show()
+    study = os.path.abspath(args.file) if args.file else None
+    if args.rebuild_demo:
+        QTimer.singleShot(0, lambda: win.start_demo(rebuild=True, study=study))
+    else:
+        QTimer.singleShot(0, lambda: win.start_up(study, demo=args.demo))
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
