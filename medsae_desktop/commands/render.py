@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if args.window is not None:
         center, width = args.window
         if not (math.isfinite(center) and math.isfinite(width) and width > 0):
-            raise UsageError(f"--window needs a finite CENTER and a WIDTH > 0, got {center:g} {width:g}")
+            raise UsageError(
+                f"--window needs a finite CENTER and a WIDTH > 0, got {center:g} {width:g}"
+            )
         window = Window(center, width, "command line")
     if _same_file(args.image, args.output):
         raise UsageError(f"{args.output}: the output would overwrite the input image")

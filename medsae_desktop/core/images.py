@@ -291,8 +291,8 @@ def read_header(path: str | os.PathLike[str]) -> HeaderSummary:
     if kind in ("png", "jpeg"):
         with _corrupt_file_guard(path_str, kind.upper()), _open_pil(path_str) as im:
             return _raster_header(path_str, im, kind)
-    with _quiet_pydicom(), _corrupt_file_guard(path_str):
-        ds, _ = _dcmread(path_str, raw=(kind == "dicom-raw"), stop_before_pixels=True)
+    with _quiet_reading(), _corrupt_file_guard(path_str):
+        ds = _dcmread(path_str, raw=(kind == "dicom-raw"), stop_before_pixels=True)
         summary = _dicom_header(ds)
         if "Rows" not in ds or "Columns" not in ds:
             sop_name = _sop_class_name(ds)
@@ -520,12 +520,26 @@ def _looks_like_text(head: bytes) -> bool:
     return all(ch.isprintable() or ch in "\r\n\t\f" for ch in text)
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """A third-party exception as a short single line (tracebacks never reach the user)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    # Corrupt headers put control bytes into messages; keep the terminal line clean.
+def _clean(text: object, limit: int = 300) -> str:
+    """One printable line of at most ``limit`` characters.
+
+    Corrupt headers put control bytes and megabytes of junk into names and messages; keep the
+    user's terminal line clean and short.
+    """
+    text = " ".join(str(text).split())
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """A third-party exception as a short single line (tracebacks never reach the user)."""
+    return _clean(str(exc) or type(exc).__name__, limit)
+
+
+def _syntax_label(ts: Any) -> str:
+    """'Name (UID)', or just the UID when pydicom does not know it."""
+    name, uid = _clean(getattr(ts, "name", ""), 100), _clean(str(ts), 70)
+    return f"{name} ({uid})" if name and name != uid else f"unknown UID {uid}"
 
 
 # Exceptions that must pass through: the user's Ctrl-C, interpreter exit, generator close.
@@ -555,42 +569,65 @@ def _corrupt_file_guard(path: str, label: str = "DICOM") -> Iterator[None]:
 
 _quiet_lock = threading.Lock()
 _quiet_depth = 0
-_quiet_saved_level = logging.NOTSET
+_quiet_saved: tuple[int, Any] | None = None  # pydicom logger level, warnings.showwarning
+_quiet_thread = threading.local()
+
+
+def _drop_or_show_warning(  # noqa: ANN001 - the signature of warnings.showwarning
+    message, category, filename, lineno, file=None, line=None
+):
+    """``warnings.showwarning`` while a read is in progress: drop in reading threads only."""
+    if getattr(_quiet_thread, "depth", 0) > 0:
+        return
+    saved = _quiet_saved[1] if _quiet_saved is not None else None
+    if saved is not None and saved is not warnings._showwarning_orig:  # a custom hook
+        saved(message, category, filename, lineno, file, line)
+        return
+    # The standard path (which catch_warnings(record=True) redirects to its list).
+    warnings._showwarnmsg_impl(  # type: ignore[attr-defined]
+        warnings.WarningMessage(message, category, filename, lineno, file, line)
+    )
 
 
 @contextlib.contextmanager
-def _quiet_pydicom() -> Iterator[list[str]]:
-    """Silence pydicom's warnings and log records for the duration; collect the warnings.
+def _quiet_reading() -> Iterator[None]:
+    """Silence library warnings and pydicom's log records while this thread reads a file.
 
-    pydicom reports recoverable problems through ``warnings`` and logs every failed decoding
-    plugin with a full traceback on the "pydicom" logger. Left alone these would reach the
-    command line's stderr (the contract is one line) and might echo header values. Raising the
-    level of the "pydicom" logger also silences its child loggers. The depth counter makes
-    nested and concurrent uses restore the level once, at the end.
+    pydicom reports recoverable problems through ``warnings`` (often quoting header values,
+    which may be PHI) and logs every failed decoding plugin with a full traceback on the
+    "pydicom" logger; Pillow warns too. Left alone these would reach the command line's
+    stderr, whose contract is one line. ``warnings.catch_warnings`` is not thread-safe and the
+    embed pipeline reads on a thread pool, so instead the first reader in installs a
+    ``showwarning`` hook that drops warnings raised by reading threads (and passes the others
+    on), raises the "pydicom" logger level (which silences its child loggers too), and the
+    last one out restores both.
     """
-    global _quiet_depth, _quiet_saved_level
+    global _quiet_depth, _quiet_saved
+    # pydicom sets its logger's level when first imported; import it first so that our
+    # override is not replaced by an import that happens inside this block.
+    import pydicom  # noqa: F401
+
     pydicom_logger = logging.getLogger("pydicom")
     with _quiet_lock:
         if _quiet_depth == 0:
-            _quiet_saved_level = pydicom_logger.level
+            _quiet_saved = (pydicom_logger.level, warnings.showwarning)
             pydicom_logger.setLevel(logging.CRITICAL + 1)
+            warnings.showwarning = _drop_or_show_warning
         _quiet_depth += 1
-    notes: list[str] = []
+    _quiet_thread.depth = getattr(_quiet_thread, "depth", 0) + 1
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                yield notes
-            finally:
-                notes.extend(str(w.message) for w in caught)
+        yield
     finally:
+        _quiet_thread.depth -= 1
         with _quiet_lock:
             _quiet_depth -= 1
-            if _quiet_depth == 0:
-                pydicom_logger.setLevel(_quiet_saved_level)
-        if notes:
-            # Counts only: pydicom's messages can quote header values (possible PHI).
-            logger.debug("pydicom reported %d warning(s)", len(notes))
+            if _quiet_depth == 0 and _quiet_saved is not None:
+                level, showwarning = _quiet_saved
+                pydicom_logger.setLevel(level)
+                # Restore only our own hook: whoever replaced it since then owns it now.
+                if warnings.showwarning is _drop_or_show_warning:
+                    warnings.showwarning = showwarning
+                _quiet_saved = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -598,12 +635,12 @@ def _quiet_pydicom() -> Iterator[list[str]]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _dcmread(path: str, *, raw: bool, stop_before_pixels: bool) -> tuple[Any, list[str]]:
+def _dcmread(path: str, *, raw: bool, stop_before_pixels: bool) -> Any:
     """``pydicom.dcmread`` with every failure turned into one MedsaeError line."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    with _quiet_pydicom() as notes:
+    with _quiet_reading():
         try:
             ds = dcmread(path, force=raw, stop_before_pixels=stop_before_pixels)
         except InvalidDicomError as exc:
@@ -620,7 +657,7 @@ def _dcmread(path: str, *, raw: bool, stop_before_pixels: bool) -> tuple[Any, li
         if len(ds) == 0 or not any(tag.group in (0x0008, 0x0010, 0x0028) for tag in ds.keys()):
             raise MedsaeError("not a DICOM, PNG or JPEG image (unrecognised content)", path)
         _set_raw_transfer_syntax(ds)
-    return ds, notes
+    return ds
 
 
 def _set_raw_transfer_syntax(ds: Any) -> None:
@@ -643,10 +680,10 @@ def _set_raw_transfer_syntax(ds: Any) -> None:
 
 def _sop_class_name(ds: Any) -> str:
     uid = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
-    if uid is None:
+    if not isinstance(uid, str) or not uid.strip():  # absent, or multi-valued junk
         return "DICOM object of unknown class"
-    name = getattr(uid, "name", str(uid))
-    return str(name) if name else str(uid)
+    name = getattr(uid, "name", "") or str(uid)
+    return _clean(name, 100)
 
 
 def _transfer_syntax(ds: Any, path: str) -> Any:
@@ -708,7 +745,7 @@ def _check_decoder(ds: Any, ts: Any, path: str) -> None:
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEGExtended12Bit
 
-    syntax = f"{ts.name} ({ts})"
+    syntax = _syntax_label(ts)
     try:
         decoder = get_decoder(ts)
     except NotImplementedError:
@@ -831,16 +868,13 @@ _SHORT_PIXEL_DATA = re.compile(r"less than expected \((\d+) vs (\d+) bytes\)")
 def _read_dicom(path: str, frame: int, *, raw: bool) -> LoadedImage:
     # pydicom converts header elements lazily, on first access, so warnings and errors from
     # a corrupt header can surface anywhere below, not just in dcmread.
-    with _quiet_pydicom(), _corrupt_file_guard(path):
+    with _quiet_reading(), _corrupt_file_guard(path):
         return _read_dicom_unguarded(path, frame, raw=raw)
 
 
 def _read_dicom_unguarded(path: str, frame: int, *, raw: bool) -> LoadedImage:
-    ds, read_notes = _dcmread(path, raw=raw, stop_before_pixels=False)
-    truncated = any("End of file reached" in note for note in read_notes)
+    ds = _dcmread(path, raw=raw, stop_before_pixels=False)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        if truncated:
-            raise MedsaeError("DICOM file is truncated: the pixel data are missing", path)
         sop_name = _sop_class_name(ds)
         if "Rows" in ds or "Image Storage" in sop_name:
             # An image object without its pixels is almost always a file cut short.
@@ -858,7 +892,7 @@ def _read_dicom_unguarded(path: str, frame: int, *, raw: bool) -> LoadedImage:
     ts = _transfer_syntax(ds, path)
     _check_decoder(ds, ts, path)
 
-    with _quiet_pydicom() as decode_notes:
+    with _quiet_reading():
         try:
             stored = _decode_frame(ds, ts, frame)
         except MemoryError:
@@ -874,11 +908,9 @@ def _read_dicom_unguarded(path: str, frame: int, *, raw: bool) -> LoadedImage:
                     f"pixel data are truncated: {short.group(1)} of {short.group(2)} bytes "
                     "present", path,
                 ) from None
-            hint = " (the file may be truncated)" if truncated else ""
             raise MedsaeError(
-                f"cannot decode pixel data ({ts.name}){hint}: {_one_line(exc)}", path
+                f"cannot decode pixel data ({_clean(ts.name, 100)}): {_one_line(exc)}", path
             ) from None
-    del decode_notes  # recoverable decoder warnings are not the user's problem
 
     expected_shape = (rows, columns) if samples == 1 else (rows, columns, samples)
     if stored.shape != expected_shape:
@@ -1024,7 +1056,7 @@ def _stored_windows(ds: Any, voi_function: str) -> tuple[tuple[Window, ...], lis
             f"{len(centers)} window centre(s) but {len(widths)} width(s): "
             f"using the first {min(len(centers), len(widths))}"
         )
-    explanations = [str(e) for e in _multi(ds.get("WindowCenterWidthExplanation"))]
+    explanations = [_clean(e, 64) for e in _multi(ds.get("WindowCenterWidthExplanation"))]
     min_width = 1.0 if voi_function == "LINEAR" else 0.0  # PS3.3 C.11.2.1.2.1 / C.11.2.1.3
     windows: list[Window] = []
     for i, (center, width) in enumerate(zip(centers, widths)):
@@ -1068,14 +1100,14 @@ def _first_voi_lut(ds: Any) -> tuple[VoiLut | None, list[str]]:
     bits = int(descriptor[2])
     inputs = np.arange(first_mapped, first_mapped + n_entries, dtype=np.int64)
     try:
-        with _quiet_pydicom():
+        with _quiet_reading():
             table = np.asarray(apply_voi(inputs, ds, index=0))
     except Exception as exc:  # unsupported entry depth, short LUT data, ...
         return None, [f"VOI LUT sequence ignored: {_one_line(exc, 120)}"]
     if table.shape != (n_entries,):
         return None, ["VOI LUT sequence has the wrong number of entries: ignored"]
     table.setflags(write=False)
-    explanation = str(item.get("LUTExplanation", "") or "")
+    explanation = _clean(item.get("LUTExplanation", "") or "", 64)
     notes = []
     if len(seq) > 1:
         notes.append(f"{len(seq)} VOI LUTs stored: the first is used")
@@ -1103,7 +1135,7 @@ def _dicom_colour_to_luma(
 
     if photometric == "PALETTE COLOR":
         try:
-            with _quiet_pydicom():
+            with _quiet_reading():
                 stored = apply_color_lut(stored, ds)
         except Exception as exc:
             raise MedsaeError(f"cannot apply the palette colour LUT: {_one_line(exc)}", path) \
@@ -1290,8 +1322,7 @@ def _format_value(elem: Any) -> str:
         text = ", ".join(str(v) for v in value)
     else:
         text = str(value)
-    text = " ".join(text.split())
-    return text if len(text) <= _VALUE_LIMIT else text[: _VALUE_LIMIT - 1] + "…"
+    return _clean(text, _VALUE_LIMIT)
 
 
 def _dicom_header(ds: Any) -> HeaderSummary:
@@ -1301,7 +1332,7 @@ def _dicom_header(ds: Any) -> HeaderSummary:
     fields["SOP class"] = _sop_class_name(ds)
     ts = file_meta.get("TransferSyntaxUID") if file_meta else None
     if ts is not None:
-        fields["Transfer syntax"] = f"{ts.name} ({ts})"
+        fields["Transfer syntax"] = _syntax_label(ts)
     for label, keyword in _TECHNICAL_FIELDS:
         if keyword in ds:
             text = _format_value(ds[keyword])
@@ -1354,9 +1385,8 @@ def _open_pil(path: str) -> Iterator[Any]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            # Our own size limit applies below; Pillow's bomb warning would only add noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Our own size limit applies below; Pillow's bomb warning would only add noise.
+        with _quiet_reading():
             im = Image.open(path)
     except UnidentifiedImageError:
         raise MedsaeError("corrupt image file: Pillow cannot identify it", path) from None
@@ -1426,7 +1456,7 @@ def _raster_header(path: str, im: Any, kind: str) -> HeaderSummary:
 
 
 def _read_raster(path: str, kind: str, frame: int) -> LoadedImage:
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     if frame != 0:
         raise MedsaeError(
@@ -1442,8 +1472,7 @@ def _read_raster(path: str, kind: str, frame: int) -> LoadedImage:
             )
         warnings_list: list[str] = []
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _quiet_reading():
                 im.load()
                 orientation = im.getexif().get(0x0112)  # EXIF Orientation; 1 = as stored
                 transposed = ImageOps.exif_transpose(im) if orientation not in (None, 1) else im

@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
@@ -741,3 +742,99 @@ def overlay_for(inspection: Inspection, image: _Image, units: Sequence[int], *,
               for u, lut in zip(units, luts, strict=True)]
     merged = merge_layers([lay.rgba_hw4 for lay in layers])
     return layers, scale_alpha(merged, opacity)
+
+
+# ----------------------------------------------------------------------------------------------
+# Galleries (the annotator's top-activating images of one unit)
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GalleryItem:
+    """One thumbnail of a unit's top-activating cache image.
+
+    Attributes
+    ----------
+    row
+        Cache row.
+    path
+        Absolute path of the source image ("" when it could not be resolved).
+    activation
+        The unit's activation on it.
+    rgb_hw3
+        uint8 thumbnail with the unit's contribution map overlaid (no overlay when the cache
+        has no per-location embeddings); None when the image could not be read.
+    note
+        Why the thumbnail is missing or bare, else "".
+    """
+
+    row: int
+    path: str
+    activation: float
+    rgb_hw3: np.ndarray | None
+    note: str = ""
+
+
+def _thumb_hw(h: int, w: int, size: int) -> tuple[int, int]:
+    s = size / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def gallery_job(
+    cache_path: str | os.PathLike[str],
+    images_root: str | os.PathLike[str] | None,
+    sae: Any,
+    unit: int,
+    rows_n: Sequence[int],
+    activations_n: Sequence[float],
+    *,
+    size: int = 176,
+    cmap: str = DEFAULT_CMAP,
+    opacity: float = DEFAULT_OPACITY,
+) -> Generator[Progress, None, list[GalleryItem]]:
+    """Thumbnails of cache rows with ``unit``'s contribution map (one per yield).
+
+    The map uses the cache's stored per-location embeddings (``/patch_embeddings``), so no
+    encoder is needed; images are read from ``images_root / paths[row]``.
+    """
+    from medsae_desktop.core.cache import EmbeddingCache
+    from medsae_desktop.core.images import read_image
+
+    out: list[GalleryItem] = []
+    with EmbeddingCache(cache_path) as cache:
+        root = Path(images_root) if images_root else cache.path.parent
+        paths = cache.paths
+        lut = colormap_lut(cmap)
+        for i, (row, act) in enumerate(zip(rows_n, activations_n, strict=True)):
+            row = int(row)
+            rel = str(paths[row])
+            p = Path(rel) if os.path.isabs(rel) else root / rel
+            note = ""
+            rgb = None
+            try:
+                img = read_image(p)
+                h, w = img.render_hw.shape
+                th, tw = _thumb_hw(h, w, size)
+                from PIL import Image
+
+                small = np.asarray(Image.fromarray(img.render_hw).resize(
+                    (tw, th), resample=Image.BILINEAR))
+                rgba = None
+                if cache.has_patches:
+                    map_gg = sae.pre_activations(cache.read_patches(row, row + 1)[0])[:, unit]
+                    g = int(round(math.sqrt(map_gg.shape[0])))
+                    mask = None
+                    if img.padding_mask_hw is not None:
+                        mask = np.asarray(Image.fromarray(img.padding_mask_hw.astype(np.uint8)
+                                                          * 255).resize((tw, th))) > 127
+                    heat = upsample_map(map_gg.reshape(g, g), (h, w), mask, out_hw=(th, tw))
+                    rgba = scale_alpha(overlay_layer(heat, lut, opacity=1.0).rgba_hw4, opacity)
+                else:
+                    note = "no per-location embeddings in the cache"
+                rgb = composite(small, rgba)
+            except MedsaeError as exc:
+                note = str(exc)
+            except OSError as exc:
+                note = f"{p}: {exc}"
+            out.append(GalleryItem(row=row, path=str(p), activation=float(act), rgb_hw3=rgb,
+                                   note=note))
+            yield Progress(i + 1, len(rows_n), f"thumbnail {i + 1}/{len(rows_n)}")
+    return out

@@ -34,7 +34,8 @@ end-exclusive; centre ``[x, y]``; plus finding-specific fields) is returned in
 can be checked against the truth. Image left is the patient's right (PA convention).
 
 Determinism. Phantom ``i`` of seed ``s`` depends only on ``(s, i)``
-(``np.random.default_rng([s, i])``), not on how many are generated. Pixels are bit-identical
+(``np.random.default_rng([s, i])``; each finding has its own stream ``[s, i, k]``), not on how
+many are generated. Pixels are bit-identical
 across runs and machines because only IEEE-754 correctly rounded element-wise operations are
 used (+ − × ÷ sqrt, comparisons, floor, sequential cumsum) and random numbers come only from
 ``Generator.random``/``integers``: no exp/sin/log (libm and SIMD builds differ in the last
@@ -45,13 +46,14 @@ not.
 No Qt, no printing.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -375,7 +377,18 @@ def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
 # The phantom
 # ---------------------------------------------------------------------------------------------
 
-def make_phantom(index: int, seed: int = 0, config: PhantomConfig = PhantomConfig()) -> Phantom:
+def sample_findings(index: int, seed: int = 0,
+                    config: PhantomConfig = PhantomConfig()) -> frozenset[str]:
+    """Which findings phantom ``index`` of the set ``seed`` has (cheap: no drawing).
+
+    Each finding of ``config.prevalence`` is drawn independently with its probability.
+    """
+    rng = np.random.default_rng([int(seed), int(index)])
+    return frozenset(name for name, p in config.prevalence if rng.random() < p)
+
+
+def make_phantom(index: int, seed: int = 0, config: PhantomConfig = PhantomConfig(), *,
+                 findings: Iterable[str] | None = None) -> Phantom:
     """Draw phantom ``index`` of the set with ``seed``.
 
     Parameters
@@ -386,6 +399,10 @@ def make_phantom(index: int, seed: int = 0, config: PhantomConfig = PhantomConfi
         Set seed.
     config
         Size, prevalences, noise.
+    findings
+        Plant exactly these findings instead of sampling them (tests, demos). The anatomy,
+        the noise and each finding's own look do not change with this choice: every finding
+        draws from its own random stream, so toggling one changes only its pixels.
 
     Returns
     -------
@@ -393,18 +410,28 @@ def make_phantom(index: int, seed: int = 0, config: PhantomConfig = PhantomConfi
         Image, 14 CheXpert labels, planted findings with geometry, anatomy facts.
     """
     rng = np.random.default_rng([int(seed), int(index)])
-    # Findings first, in a fixed order, so each draw's stream position never depends on
-    # the anatomy code below.
+    # Findings first, one draw per entry whatever the outcome, so the anatomy stream that
+    # follows never depends on them.
     planted = {name for name, p in config.prevalence if rng.random() < p}
-    return _Drawer(rng, planted, config).draw()
+    if findings is not None:
+        planted = set(findings)
+        unknown = planted - set(_FINDING_STREAM)
+        if unknown:
+            raise ValueError(f"cannot plant {sorted(unknown)}; known: {sorted(_FINDING_STREAM)}")
+    return _Drawer(rng, planted, config, seed=int(seed), index=int(index)).draw()
+
+
+#: Random stream of each finding (see :func:`make_phantom`): default_rng([seed, index, k]).
+_FINDING_STREAM = {name: 1 + k for k, (name, _) in enumerate(DEFAULT_PREVALENCE)}
 
 
 class _Drawer:
     """Draws one phantom. Densities are in final-brightness units (0 black … 1 white)."""
 
-    def __init__(self, rng: np.random.Generator, planted: set[str], config: PhantomConfig
-                 ) -> None:
+    def __init__(self, rng: np.random.Generator, planted: set[str], config: PhantomConfig, *,
+                 seed: int, index: int) -> None:
         self.rng, self.planted, self.config = rng, planted, config
+        self.seed, self.index = seed, index
         self.S = config.size
         self.c = _Grid(self.S, 2)   # smooth anatomy
         self.f = _Grid(self.S, 1)   # thin structures
@@ -412,6 +439,16 @@ class _Drawer:
 
     def u(self, lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(self.rng.random())
+
+    @contextlib.contextmanager
+    def stream(self, finding: str) -> Iterator[None]:
+        """Draw from ``finding``'s own random stream inside the block."""
+        saved = self.rng
+        self.rng = np.random.default_rng([self.seed, self.index, _FINDING_STREAM[finding]])
+        try:
+            yield
+        finally:
+            self.rng = saved
 
     # ---- orchestration ---------------------------------------------------------------
     def draw(self) -> Phantom:
@@ -433,7 +470,8 @@ class _Drawer:
         coarse += self._abdomen()
         coarse += self._bones()
         fine = self.f.zeros()
-        ptx_zone_c = self._pneumothorax(fine)
+        with self.stream("Pneumothorax"):
+            ptx_zone_c = self._pneumothorax(fine)
         coarse -= 0.10 * ptx_zone_c                        # more air, no lung tissue
         fine += self._vessels(ptx_zone_c)
         if "Cardiomegaly" in self.planted:
@@ -441,13 +479,17 @@ class _Drawer:
                 "Cardiomegaly", self.heart_box, (self.heart_cx, self.heart_cy),
                 {"cardiothoracic_ratio": round(self.ctr, 3), "scale": round(self.ctr_scale, 3)}))
         if "Pleural Effusion" in self.planted:
-            coarse += self._effusion()
+            with self.stream("Pleural Effusion"):
+                coarse += self._effusion()
         if "Lung Lesion" in self.planted:
-            self._nodules(fine, ptx_zone_c)
+            with self.stream("Lung Lesion"):
+                self._nodules(fine, ptx_zone_c)
         if "Consolidation" in self.planted:
-            coarse += self._consolidation(ptx_zone_c)
+            with self.stream("Consolidation"):
+                coarse += self._consolidation(ptx_zone_c)
         if "Support Devices" in self.planted:
-            self._devices(fine)
+            with self.stream("Support Devices"):
+                self._devices(fine)
         image_hw = self._acquire(_upsample2(coarse, S) + fine)
         return Phantom(image_hw=image_hw, labels=self._labels(), findings=tuple(self.findings),
                        anatomy=self._anatomy())
@@ -505,7 +547,10 @@ class _Drawer:
             self.lung_q[side] = q
 
         # Heart: a tilted ellipse on the diaphragm, mostly left of the midline (image right).
-        self.ctr_scale = u(1.25, 1.4) if "Cardiomegaly" in self.planted else 1.0
+        self.ctr_scale = 1.0
+        if "Cardiomegaly" in self.planted:
+            with self.stream("Cardiomegaly"):
+                self.ctr_scale = self.u(1.25, 1.4)
         ha = S * u(0.145, 0.16) * self.ctr_scale
         hb = S * u(0.10, 0.115) * (1.0 + 0.3 * (self.ctr_scale - 1.0))
         self.heart_cx = self.mid + S * u(0.045, 0.06) + 0.25 * (self.ctr_scale - 1.0) * ha

@@ -1,6 +1,5 @@
 """The demo encoder: interface contract, determinism, informative embeddings, bf16 option."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -104,13 +103,16 @@ from test_encoders_demo import distinct_images
 from medsae_desktop.core.encoders import make_encoder
 enc = make_encoder("demo")
 res = enc.encode_renders(distinct_images(2), patches=True)
+import numpy as np
+np.save({out!r}, res.embeddings_bd)
 print(enc.info.weights_sha256)
 print(hashlib.sha256(res.embeddings_bd.tobytes() + res.patches_bpd.tobytes()).hexdigest())
 """
 
 
-def test_deterministic_across_processes(demo):
-    code = _HASH_SCRIPT.format(test_dir=os.path.dirname(__file__))
+def test_deterministic_across_processes(demo, tmp_path):
+    code = _HASH_SCRIPT.format(test_dir=os.path.dirname(__file__),
+                               out=str(tmp_path / "emb.npy"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     outs = []
     for _ in range(2):
@@ -120,10 +122,9 @@ def test_deterministic_across_processes(demo):
         outs.append(r.stdout.split())
     assert outs[0] == outs[1]
     assert outs[0][0] == demo.info.weights_sha256
-    res = demo.encode_renders(distinct_images(2), patches=True)
-    # This process may use other thread counts; equal to float rounding, not bit for bit.
-    assert hashlib.sha256(res.embeddings_bd.tobytes()).hexdigest() != "" and \
-        np.isfinite(res.patches_bpd).all()
+    # This process may use another thread count: equal to float rounding, not bit for bit.
+    np.testing.assert_allclose(demo.encode_renders(distinct_images(2)).embeddings_bd,
+                               np.load(tmp_path / "emb.npy"), atol=1e-5)
 
 
 def test_bf16_precision_is_close_to_fp32(demo):

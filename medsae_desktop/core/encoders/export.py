@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,13 @@ def export_onnx(encoder: ImageEncoder, out_path: str | os.PathLike[str], sae: An
     try:
         with torch.inference_mode():
             ref = [t.numpy() for t in module(x_bchw)]
-        torch.onnx.export(module, (x_bchw,), str(tmp), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=names,
-                          dynamic_axes=dynamic, do_constant_folding=True)
+        with warnings.catch_warnings():
+            # Expected: shape checks inside HF Swin become trace constants. Only the batch
+            # axis is dynamic; the 224 x 224 input size is fixed by design.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(module, (x_bchw,), str(tmp), dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT_NAME], output_names=names,
+                              dynamic_axes=dynamic, do_constant_folding=True)
         model = onnx.load(str(tmp))
         info = encoder.info.replace(backend="onnx", precision="fp32")
         meta = {META_ENCODER: json.dumps(info.to_json(), sort_keys=True),

@@ -97,3 +97,28 @@ class MedCLIPResNet(nn.Module):
         # (B, C, 7, 7) -> (B, 49, C) row-major cells, then the same bias-free projection.
         cells_bpc = f_bchw.flatten(2).transpose(1, 2)
         return e_bd, self.model.fc(cells_bpc)
+
+
+def fuse_batchnorm(model: MedCLIPResNet) -> MedCLIPResNet:
+    """Fold every eval-mode BatchNorm into the convolution before it, in place.
+
+    Inference-only speed-up: one op and one memory pass fewer per conv. The outputs equal
+    the unfused model's to float rounding (relative ~1e-7 in fp32). The fused model no
+    longer has the checkpoint's state-dict layout, so fuse only a model you will not save.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    assert not model.training, "fuse_batchnorm needs a model in eval mode"
+    net = model.model
+    net.conv1 = fuse_conv_bn_eval(net.conv1, net.bn1)
+    net.bn1 = nn.Identity()
+    for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
+        for block in stage:
+            for i in (1, 2, 3):
+                conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
+                setattr(block, f"conv{i}", fuse_conv_bn_eval(conv, bn))
+                setattr(block, f"bn{i}", nn.Identity())
+            if block.downsample is not None:
+                block.downsample = nn.Sequential(
+                    fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+    return model

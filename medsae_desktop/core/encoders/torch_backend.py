@@ -54,11 +54,15 @@ class TorchEncoder(ImageEncoder):
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"``.
     precision
-        ``"fp32"`` (exact) or ``"bf16"`` (autocast; faster, cosine >= 0.999 to fp32).
+        ``"fp32"`` (exact to float rounding) or ``"bf16"`` (autocast: faster only where
+        the hardware has bf16 units -- GPUs, AVX-512-BF16/AMX CPUs -- cosine >= 0.999).
+    fuse_bn
+        Fold ResNet BatchNorms into the convolutions (inference-only; equal to float
+        rounding). The vision module passed in is modified.
     """
 
     def __init__(self, vision: nn.Module, info: EncoderInfo, device: str = "cpu",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", fuse_bn: bool = True) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = resolve_device(device)
@@ -66,6 +70,11 @@ class TorchEncoder(ImageEncoder):
         self.info = info.replace(backend="torch", precision=precision)
         # channels_last only pays for convolutions; Swin's tokens are not NCHW.
         self._channels_last = getattr(vision, "variant", "") == "resnet50"
+        vision = vision.eval()
+        if fuse_bn and self._channels_last:
+            from medsae_desktop.core.encoders.resnet import fuse_batchnorm
+
+            vision = fuse_batchnorm(vision)
         model = NormalisedEncoder(vision).eval().requires_grad_(False).to(self.device)
         if self._channels_last:
             model = model.to(memory_format=torch.channels_last)

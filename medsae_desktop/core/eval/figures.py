@@ -148,7 +148,10 @@ def write_figures(report: Report, out_dir: Path, other: Report | None = None) ->
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
         ax.set_ylabel("ρ of the best alive unit")
         ax.set_title("Best unit per label", fontsize=10)
-        ax.legend(fontsize=8)
+        top = np.nanmax([*va.values(), *(_best_corr_by_label(other).values()
+                                          if other is not None else []), 0.1])
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.25 * float(top))  # room for the legend
+        ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
         figs["per_label"] = _save(fig, out_dir / "per_label.png", plt)
     return figs
 
