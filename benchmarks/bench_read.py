@@ -57,6 +57,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def plugin_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for dist in ("pylibjpeg-openjpeg", "pylibjpeg-rle", "python-gdcm", "pillow"):
+        try:
+            found.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            found.append(f"{dist} absent")
+    return ", ".join(found)
+
+
 def decode_only(path: str) -> Callable[[], object]:
     """dcmread + frame decode with the plugin order the pipeline prefers."""
     from pydicom import dcmread
@@ -121,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     load = (f"{load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} before, "
             f"{load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} after")
     versions = (f"Python {platform.python_version()}, numpy {np.__version__}, "
-                f"pydicom {pydicom.__version__}")
+                f"pydicom {pydicom.__version__}, {plugin_versions()}")
     command = "python " + " ".join(shlex.quote(a) for a in [
         os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)])
     print(f"\nmachine: {machine}\nload average (1/5/15 min): {load}\n{versions}")

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import stat
 import sys
 import tempfile
@@ -399,30 +400,30 @@ def save_png(array_hw_uint8: np.ndarray, path: str | os.PathLike[str]) -> None:
         raise MedsaeError("cannot write: the output folder does not exist", out_path)
     if out_path.is_dir():
         raise MedsaeError("cannot write: the output path is a directory", out_path)
-    image = Image.fromarray(np.ascontiguousarray(array_hw_uint8), mode="L")
-    tmp_name: str | None = None
+    image = Image.fromarray(np.ascontiguousarray(array_hw_uint8))  # uint8 2-D -> mode "L"
+    # A hidden, unique name in the target folder (os.replace is atomic only within one file
+    # system). os.open with mode 0o666 lets the umask set the final permissions, as for any
+    # new file, without touching the process-wide umask.
+    tmp_path = out_dir / f".{out_path.name}.{secrets.token_hex(6)}.tmp"
+    created = False
     try:
-        with tempfile.NamedTemporaryFile(
-            dir=out_dir, prefix=f".{out_path.name}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            # compress_level 3: about 3x faster than Pillow's default 6 on a full-size
-            # radiograph for a few per cent larger files.
-            image.save(tmp, format="PNG", compress_level=3)
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+        created = True
+        with os.fdopen(fd, "wb") as tmp:
+            # compress_level 1: on a full-size radiograph (RG1, 3.6 MP) about 5x faster than
+            # Pillow's default 6 (0.33 s vs 1.9 s here) for a 17 % larger file (1.5 vs 1.3 MB).
+            image.save(tmp, format="PNG", compress_level=1)
             tmp.flush()
             os.fsync(tmp.fileno())
-        # NamedTemporaryFile creates 0600 files; give the PNG the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, out_path)
-        tmp_name = None
+        os.replace(tmp_path, out_path)
+        created = False
     except OSError as exc:
         raise MedsaeError(f"cannot write: {exc.strerror or exc}", out_path) from exc
     finally:
-        if tmp_name is not None:
+        if created:
             with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+                os.unlink(tmp_path)
 
 
 def is_probably_image(path: str | os.PathLike[str]) -> bool:
@@ -437,7 +438,8 @@ def is_probably_image(path: str | os.PathLike[str]) -> bool:
     -------
     bool
         True for names ending in one of :data:`IMAGE_EXTENSIONS` (any case) and for
-        extension-less files with the DICOM "DICM" marker at byte 128. False for hidden files
+        extension-less files (or UID-like names such as "1.2.840.1136") with the DICOM "DICM"
+        marker at byte 128. False for hidden files
         (names starting with "." — this skips macOS "._x.dcm" resource forks), for DICOMDIR
         index files, for directories and for unreadable files. This only looks at the name and
         at most 132 bytes; :func:`read_image` decides.
@@ -449,7 +451,9 @@ def is_probably_image(path: str | os.PathLike[str]) -> bool:
     suffix = p.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return p.is_file()
-    if suffix:
+    # PACS exports often name files by their UID ("1.2.840.113619.2.55.3"), whose last
+    # component looks like an extension: treat numeric suffixes as no extension.
+    if suffix and not suffix[1:].isdigit():
         return False
     try:
         with open(p, "rb") as f:

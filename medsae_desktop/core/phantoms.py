@@ -9,7 +9,8 @@ blurred and given quantum-like noise. Findings are planted independently per ima
 =====================  =====================================================================
 label                  what is drawn
 =====================  =====================================================================
-Cardiomegaly           heart 1.35–1.55× wider (cardiothoracic ratio ≳ 0.55 instead of ≈ 0.42)
+Cardiomegaly           heart 1.32–1.45× wider: cardiothoracic ratio ≈ 0.49–0.63 instead of
+                       ≈ 0.37–0.44
 Pleural Effusion       basal fluid on one side: opaque, meniscus rising laterally, blunted
                        costophrenic angle, hemidiaphragm silhouette lost
 Pneumothorax           one apical/lateral rim of air without vascular markings, darker, with a
@@ -550,8 +551,8 @@ class _Drawer:
         self.ctr_scale = 1.0
         if "Cardiomegaly" in self.planted:
             with self.stream("Cardiomegaly"):
-                self.ctr_scale = self.u(1.25, 1.4)
-        ha = S * u(0.145, 0.16) * self.ctr_scale
+                self.ctr_scale = self.u(1.32, 1.45)
+        ha = S * u(0.15, 0.165) * self.ctr_scale
         hb = S * u(0.10, 0.115) * (1.0 + 0.3 * (self.ctr_scale - 1.0))
         self.heart_cx = self.mid + S * u(0.045, 0.06) + 0.25 * (self.ctr_scale - 1.0) * ha
         self.heart_cy = self.dome_l - hb * 0.6
@@ -810,7 +811,7 @@ class _Drawer:
             cx, cy, side = self._point_in_lung(ptx_zone_c)
             r = S * u(0.01, 0.032)
             ys, xs, q = f.disc(cx, cy, r)
-            fine[ys, xs] += u(0.10, 0.16) * _bump(q)
+            fine[ys, xs] += u(0.14, 0.22) * _bump(q)
             nodules.append({"center": [round(cx, 2), round(cy, 2)], "radius": round(r, 2),
                             "side": side})
         box = (int(min(n["center"][0] - n["radius"] for n in nodules)),

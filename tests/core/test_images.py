@@ -454,7 +454,7 @@ def gradient_hw() -> np.ndarray:
 
 def test_png_8bit_gray_used_as_is(tmp_path, gradient_hw):
     path = tmp_path / "gray.png"
-    Image.fromarray(gradient_hw, mode="L").save(path)
+    Image.fromarray(gradient_hw).save(path)
     image = read_image(path)
     assert image.kind == "png"
     np.testing.assert_array_equal(image.render_hw, gradient_hw)
@@ -484,22 +484,22 @@ def test_png_16bit_scaled_min_max(tmp_path, rng):
 
 def test_rgb_png_and_jpeg_converted_with_warning(tmp_path, rng):
     rgb_hwc = rng.integers(0, 256, size=(40, 60, 3)).astype(np.uint8)
-    Image.fromarray(rgb_hwc, mode="RGB").save(tmp_path / "rgb.png")
+    Image.fromarray(rgb_hwc).save(tmp_path / "rgb.png")
     image = read_image(tmp_path / "rgb.png")
     assert any("colour image (RGB) converted to grayscale" in w for w in image.warnings)
-    pil_l = np.asarray(Image.fromarray(rgb_hwc, mode="RGB").convert("L"))
+    pil_l = np.asarray(Image.fromarray(rgb_hwc).convert("L"))
     assert np.abs(image.render_hw.astype(int) - pil_l).max() <= 1
 
     rgba = np.dstack([rgb_hwc, np.full((40, 60), 128, np.uint8)])
-    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
     image = read_image(tmp_path / "rgba.png")
     assert any("colour image (RGBA)" in w for w in image.warnings)
     assert any("alpha channel ignored" in w for w in image.warnings)
 
-    Image.fromarray(rgb_hwc, mode="RGB").convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(rgb_hwc).convert("P").save(tmp_path / "palette.png")
     assert any("colour image (P)" in w for w in read_image(tmp_path / "palette.png").warnings)
 
-    Image.fromarray(rgb_hwc, mode="RGB").save(tmp_path / "rgb.jpg", quality=95)
+    Image.fromarray(rgb_hwc).save(tmp_path / "rgb.jpg", quality=95)
     image = read_image(tmp_path / "rgb.jpg")
     assert image.kind == "jpeg"
     assert any("converted to grayscale" in w for w in image.warnings)
@@ -508,7 +508,7 @@ def test_rgb_png_and_jpeg_converted_with_warning(tmp_path, rng):
 
 
 def test_grey_stored_as_rgb_keeps_values(tmp_path, gradient_hw):
-    Image.fromarray(np.dstack([gradient_hw] * 3), mode="RGB").save(tmp_path / "grey_rgb.png")
+    Image.fromarray(np.dstack([gradient_hw] * 3)).save(tmp_path / "grey_rgb.png")
     image = read_image(tmp_path / "grey_rgb.png")
     np.testing.assert_array_equal(image.render_hw, gradient_hw)
     assert any("equal channels" in w for w in image.warnings)
@@ -756,6 +756,15 @@ def test_save_png_round_trip(tmp_path, gradient_hw):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
+def test_save_png_file_mode_follows_umask(tmp_path, gradient_hw):
+    old_umask = os.umask(0o027)
+    try:
+        save_png(gradient_hw, tmp_path / "m.png")
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "m.png").stat().st_mode & 0o777 == 0o640
+
+
 def test_save_png_is_atomic(tmp_path, gradient_hw, monkeypatch):
     target = tmp_path / "out.png"
     target.write_bytes(b"previous")
@@ -786,9 +795,14 @@ def test_is_probably_image(tmp_path):
     for name in ("a.dcm", "b.DICOM", "c.png", "d.JPG", "e.jpeg"):
         (tmp_path / name).write_bytes(b"x")
         assert is_probably_image(tmp_path / name), name
-    dicm = tmp_path / "IM0001"
-    dicm.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 10)
-    assert is_probably_image(dicm)
+    for name in ("IM0001", "1.2.840.113619.2.55"):
+        dicm = tmp_path / name
+        dicm.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 10)
+        assert is_probably_image(dicm), name
+    (tmp_path / "1.2.840.99").write_bytes(b"\0" * 140)
+    assert not is_probably_image(tmp_path / "1.2.840.99")
+    (tmp_path / "backup.bak").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 10)
+    assert not is_probably_image(tmp_path / "backup.bak")
     for name, data in (("notes", b"hello"), ("._a.dcm", b"x"), (".hidden.png", b"x"),
                        ("labels.csv", b"a,b"), ("DICOMDIR", b"\0" * 128 + b"DICM")):
         (tmp_path / name).write_bytes(data)
