@@ -46,8 +46,12 @@ def progress_bar(desc: str) -> tuple[Callable[[Any], None], Callable[[], None]]:
 
     def update(p: Any) -> None:
         if not bars:
+            if p.total is None:
+                return  # set-up reports ("opening cache"): no bar until work is counted
+            # disable=None: no bar when stderr is not a terminal, so logs and error output
+            # stay one line per problem.
             bars.append(tqdm(total=p.total, desc=desc, file=sys.stderr, leave=False,
-                             dynamic_ncols=True))
+                             dynamic_ncols=True, disable=None))
         bar = bars[0]
         if p.total is not None and bar.total != p.total:
             bar.total = p.total

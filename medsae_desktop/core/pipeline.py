@@ -243,6 +243,27 @@ class _SeenMemo:
             logger.warning("cannot update seen-memo %s (%s)", self.path, exc)
 
 
+def _warm_up_decoders() -> None:
+    """Import the decoding libraries on this thread before the decode threads start.
+
+    Python's import locks make concurrent first imports safe, but when an import *fails*
+    part-way, other threads can see the half-initialised package ("partially initialized
+    module 'pydicom' has no attribute 'uid'") and every file would be reported unreadable with
+    a misleading reason. Importing once here surfaces such a broken installation as one
+    warning naming the real cause. (pydicom registers its decoder plugins — pylibjpeg,
+    openjpeg, rle, gdcm — when ``pydicom.pixels`` is imported; ``Image.init()`` loads all of
+    Pillow's format plugins.)
+    """
+    try:
+        import pydicom.pixels  # noqa: F401
+        from PIL import Image
+
+        Image.init()
+    except Exception as exc:  # noqa: BLE001 - report, then let each file say what fails
+        logger.warning("image decoding libraries failed to import (%s: %s); images will "
+                       "probably be reported unreadable", type(exc).__name__, exc)
+
+
 def _decode(abs_path: Path) -> tuple[str, np.ndarray]:
     """Worker: read → content id → network input (float32 (3, 224, 224))."""
     from medsae_desktop.core.encoders.preprocessing import preprocess_render
@@ -506,6 +527,7 @@ def embed_job(
     run = _EmbedRun(cache_path, encoder, label_names=label_names, patches=patches, dtype=dtype,
                     segment_rows=segment_rows)
     n_workers = workers or max(1, min(4, os.cpu_count() or 1))
+    _warm_up_decoders()
     pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="embed-decode")
     try:
         if run.has_pending_segments:

@@ -129,23 +129,23 @@ def test_name_and_score_with_tiny_medgemma(files, capsys, tmp_path):
                  "--max-new-tokens", "3", *common]) == 0
     out = capsys.readouterr().out
     assert "2 names (medgemma" in out and "raw answers:" in out
-    assert main(["score-names", files["cache"], "--sae", files["sae"], "--names", str(names),
-                 "-o", str(tmp_path / "scores.csv"), "--per-side", "3", "--max-new-tokens", "3",
-                 *common]) == 0 or True  # garbage names are 'unparsed': see below
-    res = capsys.readouterr()
     with open(names) as fh:
-        named = [r for r in csv.DictReader(fh) if r["concept"] != "unparsed"]
-    if not named:  # the random model never produces JSON: score hand-written names instead
-        (tmp_path / "hand.csv").write_text(
-            "unit,concept,description,namer,score\n0,big heart,cardiomegaly,manual,\n"
-            "1,fluid,effusion,manual,\n")
-        names = tmp_path / "hand.csv"
-        assert "no usable name" in res.err
-        assert main(["score-names", files["cache"], "--sae", files["sae"], "--names",
-                     str(names), "-o", str(tmp_path / "scores.csv"), "--per-side", "3",
-                     "--max-new-tokens", "3", *common]) == 0
+        named = list(csv.DictReader(fh))
+    assert [r["namer"] for r in named] == ["medgemma", "medgemma"]
+    if all(r["concept"] == "unparsed" for r in named):  # what a random model usually gives
+        assert main(["score-names", files["cache"], "--sae", files["sae"], "--names", str(names),
+                     "-o", str(tmp_path / "s0.csv"), *common]) == 1
+        assert "no usable name" in capsys.readouterr().err
+    hand = tmp_path / "hand.csv"
+    hand.write_text("unit,concept,description,namer,score\n0,big heart,cardiomegaly,manual,\n"
+                    "1,fluid,effusion,manual,\n")
+    assert main(["score-names", files["cache"], "--sae", files["sae"], "--names", str(hand),
+                 "-o", str(tmp_path / "scores.csv"), "--per-side", "3", "--max-new-tokens", "3",
+                 *common]) == 0
+    assert "shuffled" in capsys.readouterr().out
     assert (tmp_path / "scores.png").is_file()
     with open(tmp_path / "scores.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["condition"] for r in rows} == {"sae", "shuffled"}
+    assert [(r["condition"], r["unit"]) for r in rows] == [
+        ("sae", "0"), ("sae", "1"), ("shuffled", "0"), ("shuffled", "1")]
     assert all(int(r["n_images"]) == 6 for r in rows)

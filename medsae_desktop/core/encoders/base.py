@@ -88,6 +88,9 @@ class EncoderInfo:
             kw["grid"] = tuple(int(g) for g in kw["grid"])
         return cls(**kw)
 
+    def __hash__(self) -> int:  # the dict field is unhashable; hash the canonical JSON
+        return hash(self.to_json_str())
+
     def to_json_str(self) -> str:
         """:meth:`to_json` serialised with sorted keys."""
         return json.dumps(self.to_json(), sort_keys=True)

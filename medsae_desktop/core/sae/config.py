@@ -20,8 +20,11 @@ from medsae_desktop.core.sae.runtime import ARCHS
 
 #: Paper code's default ReLU L1 grid (src/sweep_config.py, "Standard"): [1e-4, 3e-3, 1e-3, 3e-2].
 PAPER_L1_GRID = (1e-4, 1e-3, 3e-3, 3e-2)
-#: Default L1 for ``relu``: the strongest value of the paper code's grid. On our normalised
-#: inputs (E‖x̃‖² = d) weaker values leave the SAE nearly dense; see ``--sweep l1=...``.
+#: Default L1 for ``relu``: the strongest value of the paper code's grid. Like the paper code,
+#: ``l1`` is expressed for *raw* embeddings: the paper code trained on un-normalised embeddings,
+#: and ‖x − x̂‖² + λ‖f‖₁ on raw inputs has the same minimiser as ‖x̃ − x̂̃‖² + λ·s‖f̃‖₁ on
+#: x̃ = s·(x − μ) (latents scale with s). So the loss we optimise uses λ_eff = λ·s
+#: (``Plan.l1_effective``), which keeps the paper's grid meaningful after normalisation.
 DEFAULT_L1 = 3e-2
 #: Default L0 coefficient for ``jumprelu`` (loss = MSE + λ·L0, normalised space).
 DEFAULT_JUMPRELU_L0 = 0.1
@@ -44,7 +47,9 @@ class TrainConfig:
     d_sae: int | None = None
     """Dictionary size; None → expansion · d_in."""
     l1: float | None = None
-    """Sparsity coefficient: L1 for relu (default :data:`DEFAULT_L1`), L0 for jumprelu."""
+    """Sparsity coefficient. relu: L1 in raw-embedding units as the paper code (default
+    :data:`DEFAULT_L1`; the normalised loss uses l1·input_scale). jumprelu: L0 coefficient in
+    the normalised loss (default :data:`DEFAULT_JUMPRELU_L0`)."""
     k: int | None = None
     """Active latents per sample for topk/batchtopk/matryoshka (default :data:`DEFAULT_K`)."""
     epochs: int | None = None
@@ -148,6 +153,7 @@ class Plan:
     d_sae: int
     k: int | None
     l1: float | None
+    l1_effective: float | None
     k_aux: int
     batch_size: int
     n_train: int
@@ -164,7 +170,8 @@ class Plan:
         return out
 
 
-def resolve(cfg: TrainConfig, *, d_in: int, n_train: int, n_val: int) -> Plan:
+def resolve(cfg: TrainConfig, *, d_in: int, n_train: int, n_val: int,
+            input_scale: float = 1.0) -> Plan:
     """Fill the data-dependent defaults of ``cfg`` for a cache with these sizes.
 
     Epochs default to the paper's 200, then are raised so the run has at least
@@ -178,11 +185,12 @@ def resolve(cfg: TrainConfig, *, d_in: int, n_train: int, n_val: int) -> Plan:
     k = None
     if cfg.arch in ("topk", "batchtopk", "matryoshka"):
         k = min(cfg.k if cfg.k is not None else DEFAULT_K, d_sae)
-    l1 = None
+    l1 = l1_eff = None
     if cfg.arch == "relu":
         l1 = DEFAULT_L1 if cfg.l1 is None else cfg.l1
+        l1_eff = l1 * input_scale
     elif cfg.arch == "jumprelu":
-        l1 = DEFAULT_JUMPRELU_L0 if cfg.l1 is None else cfg.l1
+        l1 = l1_eff = DEFAULT_JUMPRELU_L0 if cfg.l1 is None else cfg.l1
     batch = min(cfg.batch_size, n_train)
     per_epoch = max(1, n_train // batch)
     if cfg.steps is not None:
@@ -197,7 +205,7 @@ def resolve(cfg: TrainConfig, *, d_in: int, n_train: int, n_val: int) -> Plan:
     dead_after = cfg.dead_after_samples or min(10_000_000, max(n_train, batch))
     prefixes = tuple(sorted({max(1, round(f * d_sae)) for f in cfg.matryoshka_prefixes}))
     return Plan(
-        d_in=d_in, d_sae=d_sae, k=k, l1=l1,
+        d_in=d_in, d_sae=d_sae, k=k, l1=l1, l1_effective=l1_eff,
         k_aux=min(cfg.k_aux if cfg.k_aux is not None else max(1, d_in // 2), d_sae),
         batch_size=batch, n_train=n_train, n_val=n_val, steps_per_epoch=per_epoch,
         total_steps=int(total), dead_after_samples=int(dead_after), prefix_sizes=prefixes,

@@ -123,6 +123,34 @@ class _Step(torch.autograd.Function):
         return torch.zeros_like(pre), g_thr, None
 
 
+def _kth_largest(flat: torch.Tensor, n_keep: int) -> float:
+    """The ``n_keep``-th largest value of ``flat``, exactly, without selecting over all of it.
+
+    A strided sample gives a lower bound that keeps about twice ``n_keep`` candidates; the
+    exact selection then runs on the candidates only (a full selection over B·d_sae values
+    costs as much as the encoder matmul). Falls back to the full selection when the bound
+    turns out too high.
+    """
+    n = flat.numel()
+    if n_keep >= n:
+        return float(flat.min())
+    stride = max(1, n // 65_536) | 1  # odd: cycles through every column of a 2^k-wide row
+    sample = flat[::stride]
+    j = min(sample.numel(), int(2 * n_keep / n * sample.numel()) + 32)
+    lower = sample.topk(j, sorted=False).values.min()
+    cand = flat[flat >= lower]
+    if cand.numel() >= n_keep:
+        return float(cand.kthvalue(cand.numel() - n_keep + 1).values)
+    return float(flat.kthvalue(n - n_keep + 1).values)
+
+
+def _stable_argsort(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """Stable argsort of small non-negative int indices (numpy radix sort for < 2^16)."""
+    a = idx.numpy()
+    a = a.astype(np.uint16) if n <= 1 << 16 else a
+    return torch.from_numpy(np.argsort(a, kind="stable").astype(np.int64))
+
+
 class TrainableSAE(torch.nn.Module):
     """SAE parameters plus the training losses of every architecture.
 
@@ -327,10 +355,8 @@ class TrainableSAE(torch.nn.Module):
             counts = torch.full((B,), spec.k, dtype=torch.int64)
         else:
             if spec.arch == "batchtopk":
-                n_keep = min(spec.k * B, B * m)
                 # Exact batch cut-off: the (B·k)-th largest pre-activation, not below zero.
-                kth = pre.view(-1).kthvalue(B * m - n_keep + 1).values
-                cut = max(float(kth), 0.0)
+                cut = max(_kth_largest(pre.view(-1), min(spec.k * B, B * m)), 0.0)
                 mask = pre > cut if cut <= 0 else pre >= cut
             else:
                 mask = pre > 0
@@ -354,17 +380,21 @@ class TrainableSAE(torch.nn.Module):
         mse = float((err * err).sum()) / B
         g_bd = err * (2.0 / B)  # d mse / d x̂
 
-        # Column-sorted copy of the pattern (= CSR of the transpose): shared by both scatters.
-        perm = torch.sort(cols.to(torch.int32), stable=True).indices
+        # Column-sorted copy of the pattern (= CSR of the transpose), shared by both scatters.
+        perm = _stable_argsort(cols, m)
         crow_t = torch.zeros(m + 1, dtype=torch.int64)
         fired_counts = torch.bincount(cols, minlength=m)
         torch.cumsum(fired_counts, 0, out=crow_t[1:])
         rows_t = rows[perm]
 
         def scatter_rows(values: torch.Tensor, dense_bd: torch.Tensor) -> torch.Tensor:
-            """(d_sae, d): row j = Σ_{entries e with col j} values[e] · dense[row e]."""
-            st = torch.sparse_csr_tensor(crow_t, rows_t, values[perm], size=(m, B))
-            return torch.sparse.mm(st, dense_bd)
+            """(d_sae, d): row j = Σ_{entries e with col j} values[e] · dense[row e].
+
+            Written as an embedding_bag over the transposed pattern (bags = latents, lookups =
+            batch rows): measured 3-4x faster than CSR×dense or index_add on CPU.
+            """
+            return F.embedding_bag(rows_t, dense_bd, crow_t[:-1], mode="sum",
+                                   per_sample_weights=values[perm])
 
         def gather_dot(dense_bd: torch.Tensor) -> torch.Tensor:
             """Per active entry e: ⟨dense[row e], W_dec[col e]⟩ (sampled dense product)."""

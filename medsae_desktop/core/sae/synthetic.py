@@ -37,17 +37,19 @@ def make_dictionary_data(n: int, d: int, n_atoms: int, k_active: int, *, noise: 
     rng = np.random.default_rng(seed)
     D_ad = rng.standard_normal((n_atoms, d)).astype(np.float32)
     D_ad /= np.linalg.norm(D_ad, axis=1, keepdims=True)
-    p_a = (np.arange(1, n_atoms + 1, dtype=np.float64)) ** -zipf
-    p_a /= p_a.sum()
-    counts = np.maximum(1, rng.poisson(k_active, size=n))
-    x_nd = np.empty((n, d), np.float32)
-    for lo in range(0, n, 4096):
-        hi = min(n, lo + 4096)
-        codes = np.zeros((hi - lo, n_atoms), np.float32)
-        for i in range(hi - lo):
-            atoms = rng.choice(n_atoms, size=min(counts[lo + i], n_atoms), replace=False, p=p_a)
-            codes[i, atoms] = rng.uniform(0.5, 1.5, size=len(atoms)).astype(np.float32)
-        x_nd[lo:hi] = codes @ D_ad
+    cdf_a = np.cumsum(np.arange(1, n_atoms + 1, dtype=np.float64) ** -zipf)
+    cdf_a /= cdf_a[-1]
+    k_max = max(1, int(k_active + 4 * np.sqrt(k_active) + 1))
+    counts_n = np.clip(rng.poisson(k_active, size=n), 1, k_max)
+    x_nd = np.zeros((n, d), np.float32)
+    for lo in range(0, n, 16_384):
+        hi = min(n, lo + 16_384)
+        # Atom draws may repeat within a sample (rare for n_atoms ≫ k): harmless, they add up.
+        atoms_nk = np.minimum(np.searchsorted(cdf_a, rng.random((hi - lo, k_max))), n_atoms - 1)
+        coef_nk = rng.uniform(0.5, 1.5, size=(hi - lo, k_max)).astype(np.float32)
+        coef_nk *= np.arange(k_max)[None, :] < counts_n[lo:hi, None]
+        for j in range(k_max):
+            x_nd[lo:hi] += coef_nk[:, j:j + 1] * D_ad[atoms_nk[:, j]]
     x_nd += noise * rng.standard_normal((n, d)).astype(np.float32)
     return x_nd, D_ad
 

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Generator, Sequence
@@ -92,7 +93,7 @@ class _Run:
         self.split = split
         self.device = device
         self.spec = ArchSpec(
-            arch=cfg.arch, d_in=plan.d_in, d_sae=plan.d_sae, k=plan.k, l1=plan.l1,
+            arch=cfg.arch, d_in=plan.d_in, d_sae=plan.d_sae, k=plan.k, l1=plan.l1_effective,
             k_aux=plan.k_aux, auxk_alpha=cfg.auxk_alpha, bandwidth=cfg.jumprelu_bandwidth,
             prefix_sizes=plan.prefix_sizes, threshold_beta=cfg.threshold_beta)
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -444,8 +445,8 @@ def sweep_job(cache_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
 
     yield Progress(0, None, "reading cache: id split and normalisation")
     split = prepare_split(cache_path, base.val_fraction)
-    plans = [resolve(c, d_in=split.d_in, n_train=split.n_train, n_val=split.n_val)
-             for c in configs]
+    plans = [resolve(c, d_in=split.d_in, n_train=split.n_train, n_val=split.n_val,
+                     input_scale=split.input_scale) for c in configs]
     plan0 = plans[0]
     runs = [_Run(n, d, c, p, split, device) for n, d, c, p in zip(names, dirs, configs, plans)]
 
@@ -532,6 +533,8 @@ def sweep_job(cache_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
             final_metrics[i] = _final_metrics(r, split)
             _append_log(r, {"step": step, "final": final_metrics[i]})
         _checkpoint(runs, complete=True, metrics=final_metrics)
+        for r in runs:  # a finished run needs no resume state (it is 3x the SAE's size)
+            shutil.rmtree(r.dir / RESUME_DIR, ignore_errors=True)
     finally:
         if not complete:
             # Cancelled (generator closed), interrupted or failed mid-run: keep the progress.
