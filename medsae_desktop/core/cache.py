@@ -305,19 +305,30 @@ class CacheWriter:
                             label_names=None if label_names is None else list(label_names),
                             patch_shape=patch_shape)
         self.wip = wip_dir(self.path)
+        # Pending segments first: they must belong to this encoder before anything is created.
+        pending_ids: set[str] = set()
+        for seg in self._segments():
+            try:
+                with EmbeddingCache(seg) as s:
+                    seg_ids = s.ids.tolist()
+                    stale = _encoder_mismatch(s.encoder, encoder)
+            except MedsaeError:
+                logger.warning("dropping unreadable segment %s", seg.name)
+                seg.unlink()
+                continue
+            if stale:
+                # Pending rows of another encoder (e.g. the cache was deleted and restarted with
+                # a different model): never merge them, never delete the user's work silently.
+                raise MedsaeError(
+                    f"pending segments in {self.wip.name}/ were embedded with {stale}; "
+                    "re-run with that encoder to finish them, or delete that folder", self.path)
+            pending_ids.update(seg_ids)
         if not self.path.exists():
             self._write_empty(self.path)
         with EmbeddingCache(self.path) as c:
             self._check_compatible(c)
-            self.known_ids: set[str] = set(c.ids.tolist())
+            self.known_ids: set[str] = set(c.ids.tolist()) | pending_ids
         self.wip.mkdir(exist_ok=True)
-        for seg in self._segments():
-            try:
-                with EmbeddingCache(seg) as s:
-                    self.known_ids.update(s.ids.tolist())
-            except MedsaeError:
-                logger.warning("dropping unreadable segment %s", seg.name)
-                seg.unlink()
         for tmp in self.wip.glob("*.tmp"):
             tmp.unlink()  # half-written segment of a killed run: never renamed, never counted
 
@@ -338,6 +349,7 @@ class CacheWriter:
         """Durably store one batch as a new segment (atomic: complete or absent)."""
         if len(ids) == 0:
             return
+        self.wip.mkdir(exist_ok=True)  # commit() removes it when empty
         name = f"seg-{len(self._segments()):06d}-{uuid.uuid4().hex[:8]}"
         tmp = self.wip / (name + ".tmp")
         with h5py.File(tmp, "w") as f:
@@ -412,14 +424,9 @@ class CacheWriter:
             raise MedsaeError(
                 f"cache holds {c.embedding_dim}-d embeddings, encoder gives "
                 f"{lay['embedding_dim']}-d", self.path)
-        old, new = c.encoder, lay["encoder"]
-        for key in ("key", "weights_sha256"):
-            if old.get(key) != new.get(key):
-                raise MedsaeError(
-                    f"cache was built with encoder {old.get('key')!r} "
-                    f"(weights {str(old.get('weights_sha256'))[:12]}), not "
-                    f"{new.get('key')!r} (weights {str(new.get('weights_sha256'))[:12]}); "
-                    "use a new cache file", self.path)
+        stale = _encoder_mismatch(c.encoder, lay["encoder"])
+        if stale:
+            raise MedsaeError(f"cache was built with {stale}; use a new cache file", self.path)
         if (lay["label_names"] is not None) and c.label_names != lay["label_names"]:
             raise MedsaeError("labels differ from the cache's label columns", self.path)
         if lay["patch_shape"] is not None and not c.has_patches:
@@ -430,6 +437,14 @@ class CacheWriter:
                               self.path)
         if lay["label_names"] is None and c.has_labels:
             lay["label_names"] = c.label_names  # unlabelled additions get NaN rows
+
+
+def _encoder_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Describe ``old`` when it is a different encoder from ``new`` (key or weights), else None."""
+    if all(old.get(k) == new.get(k) for k in ("key", "weights_sha256")):
+        return None
+    return (f"encoder {old.get('key')!r} (weights {str(old.get('weights_sha256'))[:12]}), not "
+            f"{new.get('key')!r} (weights {str(new.get('weights_sha256'))[:12]})")
 
 
 def _fsync_file(path: Path) -> None:
