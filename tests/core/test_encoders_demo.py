@@ -145,3 +145,15 @@ def test_bad_arguments():
         make_encoder("demo", backend="tensorrt")
     with pytest.raises(ValueError, match="precision"):
         make_encoder("demo", precision="int8")
+
+
+def test_auto_precision_uses_bf16_only_where_native(monkeypatch):
+    from medsae_desktop.core.encoders import factory
+
+    monkeypatch.setattr(factory, "cpu_has_fast_bf16", lambda: False)
+    assert factory.resolve_precision("auto", "torch", "cpu") == "fp32"
+    assert factory.resolve_precision("auto", "onnx", "cpu") == "fp32"
+    monkeypatch.setattr(factory, "cpu_has_fast_bf16", lambda: True)
+    assert factory.resolve_precision("auto", "torch", "cpu") == "bf16"
+    assert factory.resolve_precision("auto", "torch", "cuda") == "bf16"
+    assert factory.resolve_precision("fp32", "torch", "cuda") == "fp32"

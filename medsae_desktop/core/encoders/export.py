@@ -118,6 +118,9 @@ def export_onnx(encoder: ImageEncoder, out_path: str | os.PathLike[str], sae: An
             # Expected: shape checks inside HF Swin become trace constants. Only the batch
             # axis is dynamic; the 224 x 224 input size is fixed by design.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # The TorchScript exporter is chosen on purpose (the dynamo one fixes Swin's
+            # batch at 1), so its deprecation notice is noise for our users.
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(module, (x_bchw,), str(tmp), dynamo=False, opset_version=OPSET,
                               input_names=[INPUT_NAME], output_names=names,
                               dynamic_axes=dynamic, do_constant_folding=True)

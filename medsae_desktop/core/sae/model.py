@@ -33,9 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# CSR tensors are "beta" in torch; the warning would be printed once per process.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 #: Architectures with a hand-written sparse backward.
 SPARSE_ARCHS = frozenset({"relu", "topk", "batchtopk"})
@@ -121,6 +118,14 @@ class _Step(torch.autograd.Function):
         bw = ctx.bandwidth
         g_thr = (-(1.0 / bw) * _rect((pre - threshold) / bw) * grad_out).sum(0)
         return torch.zeros_like(pre), g_thr, None
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
+         size: tuple[int, int]) -> torch.Tensor:
+    """A CSR tensor without torch's per-process "beta" warning (the pattern is ours: valid)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
 
 
 def _kth_largest(flat: torch.Tensor, n_keep: int) -> float:
@@ -338,6 +343,10 @@ class TrainableSAE(torch.nn.Module):
 
         Returns None (and leaves ``.grad`` untouched) when the batch's activations are too
         dense for the sparse kernels to pay off; the caller then uses :meth:`dense_loss`.
+
+        The active entries are kept twice: in row order (for decoding, one bag per sample)
+        and sorted by latent (for everything in the backward: one bag per latent). Measured
+        on CPU, the latent-sorted sampled product is ~4x faster than the row-sorted one.
         """
         spec = self.spec
         B, d = x_bd.shape
@@ -360,57 +369,48 @@ class TrainableSAE(torch.nn.Module):
                 mask = pre > cut if cut <= 0 else pre >= cut
             else:
                 mask = pre > 0
-            nnz = int(mask.sum())
+            nnz = int(torch.count_nonzero(mask))
             if nnz > max_density * B * m:
                 return None
             rows, cols = mask.nonzero(as_tuple=True)
-            vals = pre[rows, cols]
+            vals = pre.view(-1).take(rows * m + cols)
             counts = torch.bincount(rows, minlength=B)
-            if spec.arch == "batchtopk":
-                pos = vals[vals > 0]
-                cutoff = float(pos.min()) if pos.numel() else 0.0
+            if spec.arch == "batchtopk" and vals.numel():
+                cutoff = float(vals.min())
         crow = torch.zeros(B + 1, dtype=torch.int64)
         torch.cumsum(counts, 0, out=crow[1:])
-        rows = torch.repeat_interleave(torch.arange(B), counts)
 
-        # Decode: x̂ = Σ_active f·W_dec[col] + b_dec.
+        # Decode: x̂ = Σ_active f·W_dec[col] + b_dec (one bag per sample).
         x_hat = F.embedding_bag(cols, W_dec, crow[:-1], mode="sum", per_sample_weights=vals)
         x_hat += self.b_dec_d
         err = x_hat - x_bd
         mse = float((err * err).sum()) / B
         g_bd = err * (2.0 / B)  # d mse / d x̂
 
-        # Column-sorted copy of the pattern (= CSR of the transpose), shared by both scatters.
+        # Latent-sorted copy of the pattern (CSR of the transpose).
         perm = _stable_argsort(cols, m)
-        crow_t = torch.zeros(m + 1, dtype=torch.int64)
         fired_counts = torch.bincount(cols, minlength=m)
+        crow_t = torch.zeros(m + 1, dtype=torch.int64)
         torch.cumsum(fired_counts, 0, out=crow_t[1:])
-        rows_t = rows[perm]
+        rows_t = torch.div(perm, spec.k, rounding_mode="floor") if spec.arch == "topk" \
+            else torch.repeat_interleave(torch.arange(B), counts)[perm]
+        vals_t = vals[perm]
+        offs_t = crow_t[:-1]
 
-        def scatter_rows(values: torch.Tensor, dense_bd: torch.Tensor) -> torch.Tensor:
-            """(d_sae, d): row j = Σ_{entries e with col j} values[e] · dense[row e].
-
-            Written as an embedding_bag over the transposed pattern (bags = latents, lookups =
-            batch rows): measured 3-4x faster than CSR×dense or index_add on CPU.
-            """
-            return F.embedding_bag(rows_t, dense_bd, crow_t[:-1], mode="sum",
-                                   per_sample_weights=values[perm])
-
-        def gather_dot(dense_bd: torch.Tensor) -> torch.Tensor:
-            """Per active entry e: ⟨dense[row e], W_dec[col e]⟩ (sampled dense product)."""
-            pattern = torch.sparse_csr_tensor(crow, cols, vals, size=(B, m))
-            return torch.sparse.sampled_addmm(pattern, dense_bd, W_dec.t(), beta=0.0).values()
-
-        g_W_dec = scatter_rows(vals, g_bd)
-        g_vals = gather_dot(g_bd)
+        # ∂L/∂W_dec[j] = Σ_{b active on j} f_bj · g_b  (one bag per latent, rows of g).
+        g_W_dec = F.embedding_bag(rows_t, g_bd, offs_t, mode="sum", per_sample_weights=vals_t)
+        # ∂L/∂f_bj = ⟨g_b, W_dec[j]⟩ on active entries only (sampled product).
+        pattern_t = _csr(crow_t, rows_t, vals_t, (m, B))
+        g_vals_t = torch.sparse.sampled_addmm(pattern_t, W_dec, g_bd.t(), beta=0.0).values()
         sparsity = 0.0
         if spec.arch == "relu":
             sparsity = float(vals.sum()) / B
-            g_vals += spec.l1 / B
-        g_vals *= vals > 0  # ReLU gate (topk entries may be ≤ 0)
+            g_vals_t += spec.l1 / B
+        g_vals_t *= vals_t > 0  # ReLU gate (topk entries may be ≤ 0)
 
-        g_b_enc = torch.zeros(m).index_add_(0, cols, g_vals)
-        g_W_enc = scatter_rows(g_vals, xc)
+        # Encoder side: ∂L/∂W_enc[j] = Σ_b ∂pre_bj · xc_b, ∂L/∂b_enc[j] = Σ_b ∂pre_bj.
+        g_W_enc = F.embedding_bag(rows_t, xc, offs_t, mode="sum", per_sample_weights=g_vals_t)
+        g_b_enc = torch.zeros(m).index_add_(0, cols[perm], g_vals_t)
         g_b_dec = g_bd.sum(0)
 
         aux = 0.0

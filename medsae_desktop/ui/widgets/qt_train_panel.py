@@ -11,7 +11,6 @@
 torch is imported only by the core trainer, inside the worker thread.
 """
 
-import dataclasses
 import logging
 import math
 import os
@@ -42,16 +41,20 @@ from PySide6.QtWidgets import (
 )
 
 from medsae_desktop.core.progress import Progress
+from medsae_desktop.core.sae.config import DEFAULT_K, DEFAULT_L1, TrainConfig
+from medsae_desktop.core.sae.runtime import ARCHS
 from medsae_desktop.ui.state import Workspace
 from medsae_desktop.ui.tasks import TaskHandle, TaskRunner
 from medsae_desktop.ui.theme import CURVE_COLOURS
 
 logger = logging.getLogger(__name__)
 
-ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
-#: the paper's configuration (DESIGN.md §5.2); l1 from the official code's grid
-PAPER_DEFAULTS: dict[str, Any] = {"arch": "relu", "expansion": 16, "l1": 5e-4, "k": 32,
-                                  "epochs": 20, "batch_size": 1024, "lr": 3e-4, "seed": 0}
+
+_TC = TrainConfig()
+#: the paper's configuration (DESIGN.md §5.2; core/sae/config.py); epochs 0 = automatic
+PAPER_DEFAULTS: dict[str, Any] = {"arch": _TC.arch, "expansion": _TC.expansion,
+                                  "l1": DEFAULT_L1, "k": DEFAULT_K, "epochs": 0,
+                                  "batch_size": _TC.batch_size, "lr": _TC.lr, "seed": _TC.seed}
 CURVES = (("loss", "loss"), ("fvu", "FVU"), ("l0", "L0"), ("dead", "dead %"))
 
 
@@ -83,12 +86,10 @@ def build_cache_job(folder: str, cache_path: str, ws: Workspace, labels_csv: str
 
 def train_sae_job(cache_path: str, out_dir: str, values: dict[str, Any], resume: bool) -> Any:
     """Build the core TrainConfig from the form and run the core trainer."""
-    from medsae_desktop.core.sae import train as train_mod
+    from medsae_desktop.core.sae.train import train_job
 
-    cfg_cls = train_mod.TrainConfig
-    names = {f.name for f in dataclasses.fields(cfg_cls)}
-    cfg = cfg_cls(**{k: v for k, v in values.items() if k in names})
-    return (yield from train_mod.train_job(cache_path, out_dir, cfg, resume=resume))
+    cfg = TrainConfig.from_dict(values)
+    return (yield from train_job(cache_path, out_dir, cfg, resume=resume))
 
 
 def evaluate_and_report_job(cache_path: str, sae_dir: str, report_dir: str) -> Any:
@@ -184,8 +185,11 @@ class QtTrainPanel(QWidget):
         self.k.setRange(1, 4096)
         self.k.setValue(d["k"])
         self.epochs = QSpinBox()
-        self.epochs.setRange(1, 10000)
+        self.epochs.setRange(0, 100000)
+        self.epochs.setSpecialValueText("auto (paper: 200, ≥ 1000 steps)")
         self.epochs.setValue(d["epochs"])
+        #: explicit step count (tests/benchmarks); None = from epochs
+        self.steps: int | None = None
         self.batch = QSpinBox()
         self.batch.setRange(1, 1 << 20)
         self.batch.setValue(d["batch_size"])
@@ -339,11 +343,23 @@ class QtTrainPanel(QWidget):
         self.k.setEnabled(arch in ("topk", "batchtopk", "matryoshka"))
 
     def values(self) -> dict[str, Any]:
-        """The form as TrainConfig keyword arguments."""
-        return {"arch": self.arch.currentText(), "expansion": self.expansion.value(),
-                "l1": self.l1.value(), "k": self.k.value(), "epochs": self.epochs.value(),
-                "batch_size": self.batch.value(), "lr": self.lr.value(),
-                "seed": self.seed.value()}
+        """The form as TrainConfig keyword arguments (only the fields the arch uses)."""
+        arch = self.arch.currentText()
+        out: dict[str, Any] = {"arch": arch, "expansion": self.expansion.value(),
+                               "batch_size": self.batch.value(), "lr": self.lr.value(),
+                               "seed": self.seed.value(),
+                               "device": str(self.settings.value("device", "cpu") or "cpu")}
+        if out["device"] == "auto":
+            out["device"] = "cpu"
+        if arch in ("relu", "jumprelu"):
+            out["l1"] = self.l1.value()
+        else:
+            out["k"] = self.k.value()
+        if self.epochs.value() > 0:
+            out["epochs"] = self.epochs.value()
+        if self.steps is not None:
+            out["steps"] = self.steps
+        return out
 
     def set_cache_path(self, path: str) -> None:
         """Use ``path`` as the training cache."""
