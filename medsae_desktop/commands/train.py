@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--l1", type=float,
                    help="sparsity coefficient: relu L1 (default 3e-2, in raw-embedding units as "
                         "the paper code; see cfg.json train.resolved.l1_effective), "
-                        "jumprelu L0 (default 0.1)")
+                        "jumprelu L0 (default 0.5)")
     p.add_argument("--k", type=int, help="active latents per sample, TopK family (default 64)")
     p.add_argument("--epochs", type=int,
                    help="passes over the training split (default 200, kept within 1000 steps "

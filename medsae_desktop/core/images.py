@@ -775,12 +775,14 @@ def _check_decoder(ds: Any, ts: Any, path: str) -> None:
         )
 
 
-# Decoding plugins to use, in order, per transfer syntax (others: pydicom's own order).
-# Chosen by fuzzing each plugin with corrupted test files:
-# - gdcm aborts the whole process (an uncaught C++ exception) on some corrupt JPEG Baseline,
-#   JPEG Lossless and JPEG 2000 data, so it is never used where another plugin can decode,
-#   and never as a fallback after another plugin has failed (which signals corrupt data).
-#   It remains the only installed decoder for JPEG Lossless and JPEG-LS.
+# Decoding plugins to use in-process, in order, per transfer syntax (others: every available
+# plugin but gdcm, in pydicom's order). Chosen by fuzzing each plugin with corrupted test files:
+# - gdcm aborts or segfaults the whole process on some corrupt JPEG Baseline, JPEG Lossless,
+#   JPEG-LS and JPEG 2000 data, so it NEVER runs in this process. Where it is the only
+#   decoder (JPEG Lossless and JPEG-LS: the other one, pylibjpeg-libjpeg, is GPL) it runs in a
+#   worker process (core/safe_decode.py, which also says why no in-process alternative was
+#   taken), and a crash there is reported as a corrupt file. It is never a fallback after
+#   another plugin has failed (which signals corrupt data).
 # - pylibjpeg-rle (Rust) raises pyo3's PanicException on corrupt RLE data; that is caught and
 #   pydicom's own decoder (8x slower: 0.4 s for a 3.6 MP radiograph) gives the final verdict.
 # - openjpeg (pylibjpeg) is the fastest JPEG 2000 decoder here; Pillow is the fallback.
@@ -795,18 +797,32 @@ _DECODE_PLUGINS: dict[str, tuple[str, ...]] = {
     "1.2.840.10008.1.2.4.203": ("pylibjpeg",),  # HTJ2K
 }
 
+# The plugin that must never run in this process (see above).
+_ISOLATED_PLUGIN = "gdcm"
+
+
+class _DecoderCrashed(Exception):
+    """The isolated decoder died or hung on this frame; the message is the whole verdict."""
+
 
 def _decode_frame(ds: Any, ts: Any, frame: int) -> np.ndarray:
-    """Decode one frame with the preferred plugins, falling back in order."""
+    """Decode one frame with the preferred plugins, falling back in order.
+
+    Plugins run in this process except gdcm, which runs only in a worker process and only
+    where no other plugin is available (JPEG Lossless and JPEG-LS).
+    """
     from pydicom.pixels import get_decoder, pixel_array
 
     if not ts.is_compressed:
         return pixel_array(ds, index=frame)
     available = get_decoder(ts).available_plugins
-    plugins = [p for p in _DECODE_PLUGINS.get(str(ts), ()) if p in available]
+    order = _DECODE_PLUGINS.get(str(ts), available)
+    plugins = [p for p in order if p in available and p != _ISOLATED_PLUGIN]
+    if not plugins:
+        if _ISOLATED_PLUGIN in available:
+            return _decode_frame_isolated(ds, ts, frame)
+        raise RuntimeError("no in-process decoding plugin is available")
     with _native_stderr_silenced():
-        if not plugins:
-            return pixel_array(ds, index=frame)
         failures: list[str] = []
         for plugin in plugins:
             try:
@@ -816,6 +832,58 @@ def _decode_frame(ds: Any, ts: Any, frame: int) -> np.ndarray:
             except BaseException as exc:  # noqa: BLE001 - pyo3 panics derive from BaseException
                 failures.append(f"{plugin}: {_one_line(exc, 150)}")
         raise RuntimeError("; ".join(failures))
+
+
+def _decode_frame_isolated(ds: Any, ts: Any, frame: int) -> np.ndarray:
+    """Decode one frame with gdcm in a worker process (core/safe_decode.py).
+
+    The encoded frame is cut out here by pydicom's pure-Python encapsulation code, exactly as
+    its decoder would, and only that frame and the Image Pixel options cross to the worker.
+    Raises RuntimeError for an ordinary decoding error (reported like any plugin's) and
+    _DecoderCrashed when the worker died or hung.
+    """
+    from pydicom.encaps import get_frame
+    from pydicom.pixels import as_pixel_options
+
+    from medsae_desktop.core import safe_decode
+
+    opts = as_pixel_options(ds)
+    n_frames = int(opts["number_of_frames"])
+    encoded = get_frame(ds.PixelData, frame, number_of_frames=n_frames,
+                        extended_offsets=opts.pop("extended_offsets", None))
+    opts["number_of_frames"] = 1
+    options: dict[str, Any] = {}
+    for key, value in opts.items():
+        if value is None or isinstance(value, (int, str)):
+            options[key] = value  # IS/US are int subclasses, CS a str subclass: JSON handles them
+        else:  # a multi-valued or otherwise malformed Image Pixel attribute
+            raise RuntimeError(f"invalid {key} value in the header")
+    rows, columns = int(opts.get("rows") or 0), int(opts.get("columns") or 0)
+    samples = int(opts.get("samples_per_pixel") or 1)
+    # 8 bytes per sample is the widest dtype a decoder can return.
+    max_bytes = max(rows * columns * samples * 8, 1)
+    syntax = _clean(ts.name, 100)
+    try:
+        return safe_decode.decode_frame(encoded, str(ts), options, max_bytes=max_bytes)
+    except safe_decode.DecodeFailedError as exc:
+        raise RuntimeError(str(exc)) from None
+    except safe_decode.DecoderCrashedError as exc:
+        raise _DecoderCrashed(
+            f"decoder crashed on corrupt {syntax} data (gdcm worker process "
+            f"{_one_line(exc, 80)})"
+        ) from None
+    except safe_decode.DecoderTimeoutError as exc:
+        raise _DecoderCrashed(
+            f"decoder hung on {syntax} data (corrupt?): {_one_line(exc, 120)}; "
+            "the gdcm worker process was stopped"
+        ) from None
+    except safe_decode.DecoderStartError as exc:
+        raise _DecoderCrashed(
+            f"cannot decode {syntax}: its decoder (gdcm) runs only in a separate process, "
+            f"and {_one_line(exc, 150)}"
+        ) from None
+    except safe_decode.IsolatedDecodeError as exc:
+        raise _DecoderCrashed(f"cannot decode {syntax}: {_one_line(exc, 150)}") from None
 
 
 _stderr_lock = threading.Lock()
@@ -899,6 +967,8 @@ def _read_dicom_unguarded(path: str, frame: int, *, raw: bool) -> LoadedImage:
     with _quiet_reading():
         try:
             stored = _decode_frame(ds, ts, frame)
+        except _DecoderCrashed as exc:
+            raise MedsaeError(str(exc), path) from None
         except MemoryError:
             raise MedsaeError("not enough memory to decode the pixel data", path) from None
         except _NOT_OURS:

@@ -152,7 +152,7 @@ def load_models_job(
             import csv
 
             with open(ws.names_csv, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
+                rows = [r for r in csv.DictReader(fh) if (r.get("concept") or "").strip()]
             store.propose_many(out.sae.sae_id, rows)
         yield Progress(total, total, "models ready")
     except BaseException:

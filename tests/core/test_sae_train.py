@@ -53,6 +53,7 @@ def test_sparse_backward_matches_autograd(arch):
     dead[::5] = True  # exercises AuxK for the TopK family
     loss, ref_stats = model.dense_loss(x, dead)
     loss.backward()
+    model.remove_parallel_grad()  # the sparse path returns the projected decoder gradient
     ref = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     stats = model.sparse_grads(x, dead, max_density=1.0)
@@ -219,3 +220,18 @@ def test_refuses_to_overwrite_and_rejects_changed_resume(cache, tmp_path):
             break
     with pytest.raises(UsageError, match="settings"):
         _train(cache, tmp_path / "t", dataclasses.replace(cfg, lr=0.5), resume=True)
+
+
+def test_bf16_autocast_path_runs_and_matches_fp32(cache, tmp_path):
+    # CUDA uses this path (no GPU in CI): the dense autograd step under bf16 autocast.
+    cfg = _cfg(arch="topk", k=4, steps=40)
+    fp32 = _train(cache, tmp_path / "fp32", cfg).metrics[0]
+    bf16 = _train(cache, tmp_path / "bf16", dataclasses.replace(cfg, precision="bf16")).metrics[0]
+    assert bf16["fvu"] == pytest.approx(fp32["fvu"], abs=0.05)
+
+
+def test_cuda_request_without_cuda_is_a_usage_error(cache, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(UsageError, match="CUDA"):
+        _train(cache, tmp_path / "g", _cfg(device="cuda"))

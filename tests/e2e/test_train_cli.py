@@ -49,8 +49,14 @@ def test_train_writes_valid_checkpoint_and_table(cache, tmp_path):
 def test_kill9_then_resume_matches_uninterrupted(cache, tmp_path):
     args = ["--arch", "relu", "--l1", "0.05", "--steps", "1500", "--checkpoint-every", "100",
             *SMALL]
-    ref = medsae("train", cache, "-o", tmp_path / "ref", *args)
-    assert ref.returncode == 0, ref.stderr
+    # Reference: the same run uninterrupted, in-process (same core code as the command).
+    from medsae_desktop.core.progress import run_job
+    from medsae_desktop.core.sae.config import TrainConfig
+    from medsae_desktop.core.sae.train import train_job
+
+    cfg = TrainConfig(arch="relu", l1=0.05, steps=1500, checkpoint_every=100, expansion=4,
+                      batch_size=64, lr=1e-3)
+    run_job(train_job(cache, tmp_path / "ref", cfg))
     out = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "medsae_desktop", "train", str(cache),
                              "-o", str(out), *args], stdout=subprocess.DEVNULL,
@@ -76,16 +82,22 @@ def test_sweep_trains_each_value(cache, tmp_path):
     assert "k=2" in r.stdout and "k=4" in r.stdout
 
 
+@pytest.fixture(scope="module")
+def trained(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "s"
+    r = medsae("train", cache, "-o", out, "--arch", "topk", "--k", "2", "--steps", "5", *SMALL)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 @pytest.mark.parametrize("extra, code, words", [
-    (["--steps", "5", "--resume", "--lr", "0.5"], 2, "differ"),
+    (["--resume", "--lr", "0.5"], 2, "differ"),
+    (["--resume"], 1, "already complete"),
     (["--steps", "5"], 2, "already holds"),
     (["--sweep", "bogus=1"], 2, "bad --sweep"),
 ])
-def test_errors_are_one_line(cache, tmp_path, extra, code, words):
-    first = medsae("train", cache, "-o", tmp_path / "s", "--arch", "topk", "--k", "2",
-                   "--steps", "5", *SMALL)
-    assert first.returncode == 0, first.stderr
-    r = medsae("train", cache, "-o", tmp_path / "s", "--arch", "topk", "--k", "2", *extra)
+def test_errors_are_one_line(cache, trained, extra, code, words):
+    r = medsae("train", cache, "-o", trained, "--arch", "topk", "--k", "2", *extra)
     assert r.returncode == code
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], r.stderr

@@ -26,8 +26,9 @@ PAPER_L1_GRID = (1e-4, 1e-3, 3e-3, 3e-2)
 #: x̃ = s·(x − μ) (latents scale with s). So the loss we optimise uses λ_eff = λ·s
 #: (``Plan.l1_effective``), which keeps the paper's grid meaningful after normalisation.
 DEFAULT_L1 = 3e-2
-#: Default L0 coefficient for ``jumprelu`` (loss = MSE + λ·L0, normalised space).
-DEFAULT_JUMPRELU_L0 = 0.1
+#: Default L0 coefficient for ``jumprelu`` (loss = MSE + λ·L0, normalised space). Lightly
+#: tuned on synthetic data (0.1 left ~10x the true L0); sweep it for real embeddings.
+DEFAULT_JUMPRELU_L0 = 0.5
 #: Default k for the TopK family (middle of the paper code's grid [32, 64, 128, 256]).
 DEFAULT_K = 64
 #: Default number of epochs (paper code: 200) and the bounds used to pick steps automatically.
@@ -72,8 +73,9 @@ class TrainConfig:
     """A latent is 'dead' after this many samples without firing; None → min(10M, n_train)."""
     resample_every: int = 0
     """relu only: Anthropic-style resampling of dead latents every N steps (0 = off)."""
-    jumprelu_bandwidth: float = 1e-3
-    """Straight-through kernel width for JumpReLU thresholds."""
+    jumprelu_bandwidth: float = 0.05
+    """Straight-through kernel width for JumpReLU thresholds, in normalised units (per-dim
+    variance 1; Gemma Scope's 1e-3 is for inputs ~√d times smaller)."""
     matryoshka_prefixes: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
     """Nested dictionary prefixes as fractions of d_sae (last must be 1)."""
     threshold_beta: float = 0.999

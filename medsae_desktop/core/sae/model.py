@@ -192,7 +192,7 @@ class TrainableSAE(torch.nn.Module):
         if g is None:
             return
         w = self.W_dec_sd
-        g -= (g * w).sum(1, keepdim=True) * w
+        g.addcmul_(torch.linalg.vecdot(g, w)[:, None], w, value=-1.0)  # no (d_sae, d_in) temp
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
@@ -211,7 +211,7 @@ class TrainableSAE(torch.nn.Module):
             return torch.full((self.spec.d_sae,), max(thr, 0.0))
         return None
 
-    def export(self, input_mean_d: np.ndarray, input_scale: float) -> dict[str, np.ndarray]:
+    def export(self, input_mean_d: np.ndarray) -> dict[str, np.ndarray]:
         """Weights as ``sae.safetensors`` numpy tensors (W_enc transposed to (d_in, d_sae))."""
         f32 = np.float32
         out = {
@@ -224,7 +224,6 @@ class TrainableSAE(torch.nn.Module):
         thr = self.inference_threshold()
         if thr is not None:
             out["threshold"] = thr.cpu().float().numpy().astype(f32)
-        del input_scale  # stored in cfg.json, not as a tensor
         return out
 
     @torch.no_grad()
@@ -341,6 +340,9 @@ class TrainableSAE(torch.nn.Module):
                      max_density: float = SPARSE_MAX_DENSITY) -> StepStats | None:
         """Compute gradients into ``.grad`` with sparse kernels (relu/topk/batchtopk).
 
+        The decoder gradient comes out already projected (parallel component removed), i.e.
+        as after :meth:`remove_parallel_grad`, which is therefore not needed on this path.
+
         Returns None (and leaves ``.grad`` untouched) when the batch's activations are too
         dense for the sparse kernels to pay off; the caller then uses :meth:`dense_loss`.
 
@@ -402,6 +404,9 @@ class TrainableSAE(torch.nn.Module):
         # ∂L/∂f_bj = ⟨g_b, W_dec[j]⟩ on active entries only (sampled product).
         pattern_t = _csr(crow_t, rows_t, vals_t, (m, B))
         g_vals_t = torch.sparse.sampled_addmm(pattern_t, W_dec, g_bd.t(), beta=0.0).values()
+        # ⟨∂L/∂W_dec[j], W_dec[j]⟩ = Σ_b f_bj ⟨g_b, W_dec[j]⟩: the parallel component of the
+        # decoder gradient from numbers we already have (saves two passes over d_sae × d_in).
+        par_s = torch.zeros(m).index_add_(0, cols[perm], vals_t * g_vals_t)
         sparsity = 0.0
         if spec.arch == "relu":
             sparsity = float(vals.sum()) / B
@@ -412,10 +417,13 @@ class TrainableSAE(torch.nn.Module):
         g_W_enc = F.embedding_bag(rows_t, xc, offs_t, mode="sum", per_sample_weights=g_vals_t)
         g_b_enc = torch.zeros(m).index_add_(0, cols[perm], g_vals_t)
         g_b_dec = g_bd.sum(0)
+        # Decoder constraint: remove the gradient component along each unit decoder row.
+        g_W_dec.addcmul_(par_s[:, None], W_dec, value=-1.0)
 
         aux = 0.0
         if spec.arch in ("topk", "batchtopk") and dead_s is not None and bool(dead_s.any()):
             aux, ga_W_dec, ga_W_enc, ga_b_enc = self._auxk_sparse(pre, xc, err, dead_s)
+            ga_W_dec.addcmul_(torch.linalg.vecdot(ga_W_dec, W_dec)[:, None], W_dec, value=-1.0)
             g_W_dec += ga_W_dec
             g_W_enc += ga_W_enc
             g_b_enc += ga_b_enc

@@ -55,6 +55,8 @@ DATA_FIELDS = ("seed", "batch_size", "val_fraction", "epochs", "steps", "device"
 #: Dense fraction threshold: a latent firing on more than this share of samples is "dense".
 DENSE_FREQ = 0.1
 _PERIODIC_EVAL_ROWS = 8192
+#: batch · d_in · d_sae below which training runs single-threaded on CPU.
+_SMALL_WORK = 1 << 25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,8 @@ class TrainResult:
         One folder per SAE (one for ``train_job``).
     metrics
         Final validation metrics per SAE (same order): mse, fvu, l0, dead_frac, dense_frac,
-        plus n_eval/eval_split, time_s, samples_per_s.
+        plus n_eval/eval_split, steps, time_s (time spent in training steps, shared equally
+        by the SAEs of a sweep) and samples_per_s (= steps · batch / time_s).
     steps
         Steps completed.
     complete
@@ -137,7 +140,7 @@ class _Run:
         if stats is None:
             loss, stats = model.dense_loss(x_bd, dead, self.autocast)
             loss.backward()
-        model.remove_parallel_grad()
+            model.remove_parallel_grad()  # (the sparse path returns it projected already)
         self.opt.step()
         model.normalize_decoder()
         with torch.no_grad():
@@ -256,7 +259,7 @@ class _Run:
         }
 
     def export(self, complete: bool, metrics: dict[str, Any] | None = None) -> None:
-        tensors = self.model.export(self.split.input_mean_d, self.split.input_scale)
+        tensors = self.model.export(self.split.input_mean_d)  # input_scale goes to cfg.json
         save_sae(self.dir, tensors, self.sae_cfg(complete, metrics))
 
     def state_path(self, step: int) -> Path:
@@ -489,20 +492,28 @@ def sweep_job(cache_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     t_last = time.perf_counter()
     n_since = 0
     complete = False
+    mid_step = False
     final_metrics: list[dict[str, Any]] = [{} for _ in runs]
     stream = BatchStream(split, seed=base.seed, batch_size=batch_size,
                          steps_per_epoch=plan0.steps_per_epoch, start_step=start,
                          total_steps=total, buffer_rows=base.buffer_rows)
     msg = f"resumed at step {start}" if start else "training"
     yield Progress(start, total, msg, {"epoch": start // plan0.steps_per_epoch})
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu" and batch_size * plan0.d_in * max(p.d_sae for p in plans) < _SMALL_WORK:
+        # Small models: each op is too short to amortise waking OpenMP workers, and on a busy
+        # machine their spin-waiting makes training many times slower (measured 10-20x).
+        torch.set_num_threads(1)
     try:
         with stream:
             for step_i, epoch, x_np in stream:
                 assert step_i == step, f"data stream at step {step_i}, trainer at {step}"
                 x_bd = torch.from_numpy(x_np).to(device, non_blocking=True)
                 t0 = time.perf_counter()
+                mid_step = True  # an exception now leaves parameters half-updated
                 for r in runs:
                     r.train_step(x_bd)
+                mid_step = False
                 dt = time.perf_counter() - t0
                 for r in runs:
                     r.elapsed_s += dt / len(runs)
@@ -527,19 +538,21 @@ def sweep_job(cache_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                 if metrics:
                     metrics["epoch"] = float(epoch)
                 yield Progress(step, total, f"epoch {epoch + 1}", metrics)
-        complete = step >= total
         yield Progress(step, total, "final evaluation")
         for i, r in enumerate(runs):
             final_metrics[i] = _final_metrics(r, split)
             _append_log(r, {"step": step, "final": final_metrics[i]})
         _checkpoint(runs, complete=True, metrics=final_metrics)
+        complete = True
         for r in runs:  # a finished run needs no resume state (it is 3x the SAE's size)
             shutil.rmtree(r.dir / RESUME_DIR, ignore_errors=True)
     finally:
-        if not complete:
-            # Cancelled (generator closed), interrupted or failed mid-run: keep the progress.
-            if runs and runs[0].step > 0 and all(r.step == runs[0].step for r in runs):
-                _checkpoint(runs, complete=False)
+        torch.set_num_threads(threads_before)
+        # Cancelled (generator closed at a yield, i.e. between steps) or failed between steps:
+        # keep the progress. Never checkpoint a half-applied step: resume must stay exact
+        # (the last periodic checkpoint is then the resume point).
+        if not complete and not mid_step and runs[0].step > 0:
+            _checkpoint(runs, complete=False)
     return TrainResult(sae_dirs=tuple(dirs), metrics=tuple(final_metrics), steps=step,
                        complete=complete)
 
