@@ -219,9 +219,11 @@ def main() -> None:
     warm.set_lr(3e-3)
     t0 = time.perf_counter()
     l0 = float("nan")
+    n_sparse = 0
     for i in range(args.warmup):
         l0 = warm.step(batches[i % len(batches)])
-        if l0 < 0.03 * D_SAE and i > 50:
+        n_sparse = n_sparse + 1 if l0 < 0.03 * D_SAE else 0
+        if n_sparse >= 10:  # settled below 3 % active, not just one lucky batch
             break
     warm.set_lr(3e-4)
     print(f"warm start of our relu: {i + 1} steps, {time.perf_counter() - t0:.0f} s, L0 {l0:.0f}")

@@ -7,7 +7,9 @@ deterministic; its ``display_hw`` float image lets the viewer re-window interact
 
 DICOM pipeline (reference ``models_and_dicom.md`` §4.1)::
 
-    decode (pydicom 3: pylibjpeg/openjpeg/rle + gdcm plugins) -> padding mask on stored values
+    decode (pydicom 3: pylibjpeg/openjpeg/rle/Pillow plugins in-process; gdcm, which can
+    abort the process on corrupt data, only in a worker process: core/safe_decode.py)
+    -> padding mask on stored values
     -> Modality LUT / rescale -> VOI LUT sequence or window (VOILUTFunction honoured)
     -> invert once if MONOCHROME1 -> padding to black -> uint8
 

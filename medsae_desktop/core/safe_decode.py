@@ -4,35 +4,40 @@ Why a worker process
 --------------------
 python-gdcm is the only installed decoder for JPEG Lossless (1.2.840.10008.1.2.4.57 and .70)
 and JPEG-LS (.80 and .81): the other decoder pydicom knows for them, pylibjpeg-libjpeg, is GPL
-and deliberately not shipped. On corrupt data gdcm can take the whole process down: fuzzing
-the pydicom test files (six random bytes, bit flips, header bytes or truncation of the
-compressed frame, 100-200 variants per file) gave SIGABRT (an uncaught ``gdcm::Exception``)
-and SIGSEGV on JPEG Lossless, and SIGABRT on lossless and near-lossless JPEG-LS. A desktop
-app or a batch ``medsae embed`` must not die because one file is corrupt, so gdcm never runs
-in the reading process: each frame is decoded by a long-lived worker process and a native
-crash there becomes an ordinary exception here. A hang is bounded by a timeout, after which
-the worker is killed.
+and deliberately not shipped. On corrupt data gdcm takes the whole process down. Fuzzing the
+pydicom test files (python-gdcm 3.2.6; random bytes, bit flips, header bytes or truncation of
+the compressed frame) gave, per file: SC_rgb_jpeg_gdcm (JPEG Lossless, RGB) 2 of 200 variants
+killed the process (SIGABRT: an uncaught ``gdcm::Exception``; SIGSEGV), JPEG-LL (16-bit) 1 of
+100 (SIGABRT), MR_small_jpeg_ls_lossless 1 of 200 and SC_rgb_jls_lossy_line (near-lossless)
+1 of 200 (SIGABRT). A desktop app or a batch ``medsae embed`` must not die because one file
+is corrupt, so gdcm never runs in the reading process: each frame is decoded by a long-lived
+worker process, and a native crash there becomes an ordinary exception here. A hang is
+bounded by a timeout, after which the worker is killed.
 
-Alternatives measured and rejected (the numbers are in the commit that added this module):
+Alternatives measured on the same variants, and rejected:
 
-- ``pyjpegls`` (MIT, CharLS; pydicom 3 has a plugin) for JPEG-LS: decodes the valid test
-  files bit-exactly and did not crash, but HUNG (100 % CPU, no return after minutes) on a
-  corrupt near-lossless RGB frame. In-process, a hang cannot be interrupted, so it would
-  freeze the viewer or the embed run just as surely as an abort kills it.
-- ``imagecodecs`` (BSD) for JPEG Lossless: its ``ljpeg`` codec SEGFAULTS on the very frame
-  that makes gdcm abort; its ``jpeg8`` (libjpeg-turbo 3) codec did not crash in the fuzzing
-  but silently returns an image for most corrupt frames. pydicom has no imagecodecs plugin,
-  so its post-processing (signedness, colour space, planar configuration, JPEG-LS precision)
-  would have to be re-done by hand, and the 26 MB wheel bundles dozens of native libraries.
+- ``pyjpegls`` 1.5.1 (MIT, CharLS; pydicom 3 has a plugin) for JPEG-LS: bit-exact on the
+  valid test files and no crash, but it HUNG (100 % CPU, no return after minutes) on a
+  corrupt near-lossless RGB frame (SC_rgb_jls_lossy_line, variant 15). In-process, a hang
+  cannot be interrupted: it would freeze the viewer or the embed run as surely as an abort
+  kills it.
+- ``imagecodecs`` 2026.3.6 (BSD) for JPEG Lossless: its ``ljpeg`` codec SEGFAULTS on the
+  very frame that makes gdcm abort (and on 3 of 100 JPEG-LL variants). Its ``jpeg8`` codec
+  (libjpeg-turbo 3) did not crash on those 300 variants but returned an image for most of
+  them without complaint. pydicom has no imagecodecs plugin, so its post-processing
+  (signedness, colour space, planar configuration, JPEG-LS precision) would have to be
+  re-done by hand, and the 26 MB wheel bundles dozens of native libraries for one codec.
+  Its ``jpegls`` codec (CharLS) survived the 200 near-lossless variants, the hanging one
+  included, but has the same drawbacks and was fuzzed no further.
 
-No permissive in-process decoder is crash- and hang-free on this data, while the worker
-costs a few milliseconds per image (see :func:`decode_frame`) and needs no new dependency. The
-worker still uses pydicom's own gdcm plugin, so valid files decode to exactly the pixels they
-gave in-process.
+No permissive in-process decoder was both crash- and hang-free and a drop-in for pydicom,
+while the worker adds little (see :func:`decode_frame`) and needs no new dependency. It still
+uses pydicom's own gdcm plugin, so valid files decode to exactly the pixels they gave
+in-process (checked on every JPEG Lossless and JPEG-LS file of pydicom's test data).
 
 Design
 ------
-- A worker is a fresh interpreter, ``sys.executable -c "...safe_decode._worker_main()"``,
+- A worker is a fresh interpreter, ``sys.executable -P -c "...safe_decode._worker_main()"``,
   started lazily and kept for the next frame. Not ``multiprocessing``: its "spawn" method
   re-imports the parent's ``__main__`` in the child (the GUI's main module would pull Qt into
   a decoder process; ``python - < script`` cannot start one at all), and "fork" copies a
@@ -88,7 +93,7 @@ DECODE_TIMEOUT_S: float = 60.0
 #: Seconds a new worker may take to start (interpreter + numpy + pydicom + gdcm imports).
 START_TIMEOUT_S: float = 60.0
 
-#: Most worker processes alive at once (each holds about 60 MB once gdcm is loaded).
+#: Most worker processes alive at once (each holds about 100 MB after decoding a radiograph).
 MAX_WORKERS: int = max(1, min(2, os.cpu_count() or 1))
 
 # What a worker may send back: plain numeric pixel types only.
@@ -167,8 +172,12 @@ class _Worker:
             raise DecoderStartError(
                 "no Python interpreter to run the decoder process in (frozen build)"
             )
+        # -P: the current folder (a user's image folder, which could hold a "numpy.py" or a
+        # "dl" folder that python-gdcm would import) is not put on the worker's sys.path. The
+        # package root is added unless it is there already (a source checkout).
         code = (
-            f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+            f"import sys; root = {_PACKAGE_ROOT!r}; "
+            "root in sys.path or sys.path.insert(0, root); "
             "from medsae_desktop.core.safe_decode import _worker_main; _worker_main()"
         )
         extra: dict[str, Any] = {}
@@ -178,7 +187,7 @@ class _Worker:
             extra["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-P", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, close_fds=True, **extra,
             )
         except (OSError, ValueError) as exc:
@@ -218,7 +227,9 @@ class _Worker:
                 if header.get("ok") and "dtype" in header:
                     payload = _read_message(stream, self._max_reply)
                 self._replies.put((header, payload))
-        except Exception:  # noqa: BLE001 - EOF, a closed pipe or garbage: the worker is done
+        except ValueError as exc:  # an oversized message or bad JSON: the worker is unusable
+            self._replies.put(({"protocol_error": str(exc)}, None))
+        except Exception:  # noqa: BLE001 - EOF or a closed pipe: the worker is gone
             self._replies.put(None)
 
     def _next_reply(self, timeout: float) -> tuple[dict[str, Any], bytearray | None]:
@@ -228,6 +239,9 @@ class _Worker:
             raise DecoderTimeoutError(f"no result within {timeout:g} s") from None
         if reply is None or not isinstance(reply[0], dict):
             raise DecoderCrashedError(self._exit_text())
+        if "protocol_error" in reply[0]:
+            problem = reply[0]["protocol_error"]
+            raise IsolatedDecodeError(f"invalid reply from the decoder: {problem}")
         return reply
 
     def decode(self, transfer_syntax: str, options: dict[str, Any], frame: bytes,
@@ -271,6 +285,10 @@ class _Worker:
                 return f"killed by signal {-code}"
         return f"exited with status {code}"
 
+    def is_usable(self) -> bool:
+        """An idle worker that is still running and has not closed its output."""
+        return self.proc.poll() is None and self._replies.empty()
+
     def kill(self) -> None:
         with contextlib.suppress(Exception):
             if self.proc.poll() is None:
@@ -312,10 +330,17 @@ class _Pool:
     def acquire(self) -> _Worker:
         self._reset_after_fork()
         with self._cond:
-            while not self._idle and self._n_alive >= MAX_WORKERS:
-                self._cond.wait()
-            if self._idle:
-                return self._idle.pop()
+            while True:
+                while not self._idle and self._n_alive >= MAX_WORKERS:
+                    self._cond.wait()
+                if not self._idle:
+                    break
+                worker = self._idle.pop()
+                if worker.is_usable():
+                    return worker
+                # It died while idle (killed from outside): not this request's file's fault.
+                self._n_alive -= 1
+                worker.kill()
             self._n_alive += 1  # reserve the slot; start the worker outside the lock
         try:
             return _Worker()
@@ -359,10 +384,14 @@ def decode_frame(
 ) -> np.ndarray:
     """Decode one encapsulated frame with pydicom's gdcm plugin in a worker process.
 
-    Cost, measured on this project's 2-core machine: a few milliseconds per frame more than an
-    in-process gdcm decode (the frame and the pixels cross two pipes), plus the start of a
-    worker (a new interpreter importing numpy, pydicom and gdcm: about 0.5-1 s) once per
-    process, or again after a crash.
+    Cost against an in-process gdcm decode, on this project's 2-core machine shared with other
+    jobs (load average 5-6, so +-30 % noise; three runs): about +0.5-1.5 ms for a 100 x 100
+    RGB frame (1 ms in-process), +3-6 ms for 1024 x 256 16-bit (13 ms), nothing measurable for
+    768 x 1024 8-bit (16-27 ms), and +15-50 ms for a 1955 x 1841 15-bit radiograph (JPEG
+    Lossless 270-360 ms, JPEG-LS 300-390 ms in-process): the frame and the pixels cross two
+    pipes. Starting a worker (a new interpreter importing numpy, pydicom and gdcm) takes
+    0.7-0.9 s, once per process and again after each crash. An idle worker holds about 100 MB
+    after a radiograph.
 
     Parameters
     ----------

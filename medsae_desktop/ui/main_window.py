@@ -35,6 +35,8 @@ from medsae_desktop.ui.widgets.qt_viewer import QtViewer
 logger = logging.getLogger(__name__)
 
 MAX_RECENT = 10
+#: lanes whose jobs are not shown in the status bar
+QUIET_LANES = ("overlay", "gallery", "io-cache")
 RESEARCH_NOTICE = ("RESEARCH USE ONLY — NOT FOR DIAGNOSIS.  SAE features and heat maps "
                    "describe a model's internals, not findings; do not use for clinical "
                    "decisions.")
@@ -193,8 +195,8 @@ class MainWindow(QMainWindow):
             self.demo_banner.setVisible(False)
 
     def _on_task_started(self, handle: TaskHandle) -> None:
-        if handle.lane in ("overlay",):
-            return  # sub-second, would only flicker
+        if handle.lane in QUIET_LANES:
+            return  # sub-second or background detail: would only flicker
         self._current_task = handle
         self.task_label.setText(handle.name)
         self.task_progress.setRange(0, 0)
@@ -216,7 +218,7 @@ class MainWindow(QMainWindow):
         if h is not self._current_task:
             return
         self._current_task = None
-        running = [t for t in self.runner.running() if t.lane != "overlay"]
+        running = [t for t in self.runner.running() if t.lane not in QUIET_LANES]
         if running:
             self._on_task_started(running[0])
             return

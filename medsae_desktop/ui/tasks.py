@@ -116,11 +116,12 @@ class _JobThread(QThread):
             if self._cancel.is_set():
                 self.done.emit("cancelled", None)
                 return
-            gen = self._factory()
-            if not isinstance(gen, Generator):
+            made = self._factory()
+            if not isinstance(made, Generator):
                 # a plain function returned a value: nothing to iterate
-                self.done.emit("finished", gen)
+                self.done.emit("finished", made)
                 return
+            gen = made
             while True:
                 if self._cancel.is_set():
                     gen.close()  # on this thread: the job's finally blocks run here

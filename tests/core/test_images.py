@@ -872,11 +872,266 @@ def test_corrupt_compressed_pixel_data_fails_cleanly(tmp_path):
     assert int(result.stdout) > 20  # most corruptions are detected, not silently decoded
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: gdcm, the only installed JPEG Lossless "
-                   "decoder, aborts the process on some corrupt JPEG Lossless data")
 def test_corrupt_jpeg_lossless_does_not_crash(tmp_path):
-    result = run_corruption(tmp_path, "SC_rgb_jpeg_gdcm.dcm:49:50")
+    # gdcm aborts (seed 49) or segfaults (seed 168) on these; it now runs in a worker process.
+    result = run_corruption(tmp_path, "SC_rgb_jpeg_gdcm.dcm:45:55", "SC_rgb_jpeg_gdcm.dcm:165:170")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
+    assert int(result.stdout) >= 10
+
+
+# ------------------------------------------------------------------------------------------
+# gdcm (the only installed JPEG Lossless / JPEG-LS decoder) runs only in a worker process
+# (core/safe_decode.py): a native crash or hang there is one clean error here
+# ------------------------------------------------------------------------------------------
+
+JPEG_LOSSLESS_SV1 = ("JPEG Lossless, Non-Hierarchical, First-Order Prediction "
+                     "(Process 14 [Selection Value 1])")
+
+
+def _corrupt_file_bytes(tmp: Path, name: str, seed: int) -> Path:
+    """CORRUPT_SCRIPT's corruption: six random bytes in the last 4000 of the file."""
+    src = Path(data_path(name)).read_bytes()
+    rng = np.random.default_rng(seed)
+    data = bytearray(src)
+    for i in rng.integers(max(132, len(src) - 4000), len(src) - 10, 6):
+        data[i] = rng.integers(0, 256)
+    return _write(tmp / f"corrupt_{seed}_{name}", bytes(data))
+
+
+def _corrupt_frame(tmp: Path, name: str, seed: int, *, header_only: bool = False) -> Path:
+    """Overwrite a few random bytes of the first compressed frame (only its first 40 bytes,
+    the JPEG headers, when ``header_only``) and save it as a 1-frame file."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = dcmread(data_path(name))
+    n_frames = int(ds.get("NumberOfFrames", 1))
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=n_frames)))
+    rng = np.random.default_rng(seed)
+    end = min(40, len(frame)) if header_only else len(frame)
+    count = rng.integers(1, 3) if header_only else rng.integers(1, 7)
+    for i in rng.integers(2, end, count):
+        frame[i] = rng.integers(0, 256)
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds["PixelData"].is_undefined_length = True
+    if "NumberOfFrames" in ds:
+        ds.NumberOfFrames = 1
+    ds.save_as(tmp / f"corrupt_{seed}_{name}")
+    return tmp / f"corrupt_{seed}_{name}"
+
+
+# Each of these kills a process that decodes it with gdcm (python-gdcm 3.2.6).
+GDCM_KILLERS = {
+    "jpeg lossless rgb, SIGABRT": (
+        lambda t: _corrupt_file_bytes(t, "SC_rgb_jpeg_gdcm.dcm", 49), JPEG_LOSSLESS_SV1),
+    "jpeg lossless rgb, SIGSEGV": (
+        lambda t: _corrupt_file_bytes(t, "SC_rgb_jpeg_gdcm.dcm", 168), JPEG_LOSSLESS_SV1),
+    "jpeg lossless 16-bit signed": (
+        lambda t: _corrupt_frame(t, "JPEG-LL.dcm", 22, header_only=True), JPEG_LOSSLESS_SV1),
+    "jpeg-ls lossless": (
+        lambda t: _corrupt_frame(t, "MR_small_jpeg_ls_lossless.dcm", 80),
+        "JPEG-LS Lossless Image Compression"),
+    "jpeg-ls near-lossless rgb": (
+        lambda t: _corrupt_frame(t, "SC_rgb_jls_lossy_line.dcm", 188),
+        "JPEG-LS Lossy (Near-Lossless) Image Compression"),
+}
+
+
+@pytest.mark.parametrize("case", list(GDCM_KILLERS))
+def test_gdcm_crash_is_one_clean_error_in_process(tmp_path, case):
+    make, syntax = GDCM_KILLERS[case]
+    path = make(tmp_path)
+    with pytest.raises(MedsaeError) as info:
+        read_image(path)  # in this very process: before the worker, this killed pytest
+    message = str(info.value)
+    assert message.startswith(f"{path}: decoder crashed on corrupt {syntax} data "
+                              "(gdcm worker process killed by signal SIG")
+    assert "\n" not in message
+    # This process is alive and the next file decodes (a new worker is started).
+    assert read_image(data_path("SC_rgb_jpeg_gdcm.dcm")).render_hw.shape == (100, 100)
+
+
+def test_gdcm_killers_really_kill_an_in_process_decode(tmp_path):
+    # Guards the cases above: if a gdcm release fixes these, they stop testing the crash path.
+    paths = [str(make(tmp_path)) for make, _ in GDCM_KILLERS.values()]
+    code = ("import sys; from pydicom import dcmread; from pydicom.pixels import pixel_array;"
+            "pixel_array(dcmread(sys.argv[1]), decoding_plugin='gdcm')")
+    for path in paths:
+        result = subprocess.run([sys.executable, "-c", code, path], capture_output=True,
+                                timeout=120)
+        assert result.returncode < 0, (path, result.returncode)
+
+
+# Every JPEG Lossless and JPEG-LS image in pydicom's test data, with a frame to read.
+GDCM_ONLY_FILES = [
+    ("JPEG-LL.dcm", 0), ("JPGLosslessP14SV1_1s_1f_8b.dcm", 0), ("SC_rgb_jpeg_gdcm.dcm", 0),
+    ("bad_sequence.dcm", 0), ("MR_small_jpeg_ls_lossless.dcm", 0),
+    ("emri_small_jpeg_ls_lossless.dcm", 7), ("SC_rgb_jls_lossy_line.dcm", 0),
+    ("SC_rgb_jls_lossy_sample.dcm", 0), ("JPEGLSNearLossless_08.dcm", 0),
+    ("JPEGLSNearLossless_16.dcm", 0),
+]
+
+
+@pytest.mark.parametrize("name, frame", GDCM_ONLY_FILES)
+def test_isolated_decode_gives_the_in_process_pixels(name, frame):
+    from medsae_desktop.core import images
+
+    path = data_path(name)
+    ds = dcmread(path)
+    # In-process gdcm is safe on these known-good files: it is the reference.
+    expected = pixel_array(ds, index=frame, decoding_plugin="gdcm")
+    stored = images._decode_frame(ds, ds.file_meta.TransferSyntaxUID, frame)
+    assert stored.dtype == expected.dtype and stored.shape == expected.shape
+    np.testing.assert_array_equal(stored, expected)
+    assert stored.flags.writeable
+    image = read_image(path, frame=frame)
+    assert image.render_hw.shape == expected.shape[:2]
+
+
+@pytest.fixture(scope="module")
+def rg1_jpeg_lossless(tmp_path_factory) -> Path:
+    """RG1 (3.6 MP, 15-bit) transcoded to JPEG Lossless SV1 by gdcm's encoder."""
+    import gdcm
+
+    out = tmp_path_factory.mktemp("jll") / "RG1_JLL.dcm"
+    reader = gdcm.ImageReader()
+    reader.SetFileName(data_path("RG1_UNCR.dcm"))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(out))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    assert dcmread(out, stop_before_pixels=True).file_meta.TransferSyntaxUID == \
+        "1.2.840.10008.1.2.4.70"
+    return out
+
+
+def test_rg1_jpeg_lossless_decodes_to_the_same_pixels(rg1, rg1_jpeg_lossless):
+    image = read_image(rg1_jpeg_lossless)
+    assert image_content_hash(image) == image_content_hash(rg1)
+    np.testing.assert_array_equal(image.render_hw, rg1.render_hw)
+
+
+def test_gdcm_never_runs_in_this_process(monkeypatch):
+    import gdcm
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("gdcm used in the reading process")
+
+    # pydicom's gdcm plugin builds gdcm.Fragment / gdcm.Image: make any in-process use fail.
+    monkeypatch.setattr(gdcm, "Fragment", not_here)
+    monkeypatch.setattr(gdcm, "Image", not_here)
+    for name in ("JPEG-LL.dcm", "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_jpeg_dcmtk.dcm",
+                 "RG1_J2KR.dcm", "MR_small_RLE.dcm", "SC_jpeg_no_color_transform.dcm"):
+        read_image(data_path(name))
+
+
+def test_no_pillow_does_not_bring_gdcm_in_process(monkeypatch):
+    # JPEG Baseline goes to Pillow only; without Pillow, pydicom would fall back to gdcm.
+    import gdcm
+    from pydicom.pixels import get_decoder
+
+    class GdcmOnly:
+        is_available = True
+        available_plugins = ("gdcm",)
+        missing_dependencies = []
+
+    monkeypatch.setattr(gdcm, "Image", lambda *a, **k: pytest.fail("gdcm in-process"))
+    real_get_decoder = get_decoder
+    monkeypatch.setattr(
+        pydicom.pixels, "get_decoder",
+        lambda uid: GdcmOnly() if uid == "1.2.840.10008.1.2.4.50" else real_get_decoder(uid),
+    )
+    image = read_image(data_path("SC_rgb_jpeg_dcmtk.dcm"))  # decoded by the worker's gdcm
+    assert image.render_hw.shape == (100, 100)
+
+
+def test_decoder_hang_is_a_clean_timeout_error(monkeypatch):
+    from medsae_desktop.core import safe_decode
+
+    path = data_path("JPGLosslessP14SV1_1s_1f_8b.dcm")  # ~15 ms to decode: cannot beat 1 ms
+    read_image(path)  # a worker is running, so only the decode is timed
+    monkeypatch.setattr(safe_decode, "DECODE_TIMEOUT_S", 0.001)
+    with pytest.raises(MedsaeError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: decoder hung on {JPEG_LOSSLESS_SV1} data (corrupt?): "
+                              "no result within 0.001 s; the gdcm worker process was stopped")
+    monkeypatch.undo()
+    assert read_image(path).render_hw.shape == (768, 1024)
+
+
+def test_worker_that_cannot_start_fails_closed(monkeypatch):
+    from medsae_desktop.core import safe_decode
+
+    safe_decode.shutdown()  # no idle worker left: the next decode must start one
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    path = data_path("JPEG-LL.dcm")
+    with pytest.raises(MedsaeError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot decode {JPEG_LOSSLESS_SV1}: its decoder (gdcm) "
+                              "runs only in a separate process, and cannot start the decoder")
+    monkeypatch.undo()
+    assert read_image(path).render_hw.shape == (1024, 256)
+
+
+def test_worker_killed_while_idle_does_not_fail_the_next_file():
+    from medsae_desktop.core import safe_decode
+
+    path = data_path("JPEG-LL.dcm")
+    read_image(path)
+    idle = list(safe_decode._POOL._idle)
+    assert idle
+    for worker in idle:  # say, by the out-of-memory killer
+        worker.proc.kill()
+        worker.proc.wait(10)
+    assert read_image(path).render_hw.shape == (1024, 256)
+
+
+def test_concurrent_reads_blame_only_the_corrupt_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    killer = str(_corrupt_file_bytes(tmp_path, "SC_rgb_jpeg_gdcm.dcm", 49))
+    good = [data_path("JPEG-LL.dcm"), data_path("SC_rgb_jpeg_gdcm.dcm"),
+            data_path("MR_small_jpeg_ls_lossless.dcm")]
+    expected = {p: read_image(p).render_hw for p in good}
+
+    def outcome(path):
+        try:
+            return read_image(path).render_hw
+        except MedsaeError as exc:
+            return str(exc)
+
+    paths = [good[0], killer, good[1], good[2], killer, good[0]] * 2
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(outcome, paths))
+    for path, result in zip(paths, results):
+        if path == killer:
+            assert isinstance(result, str) and "decoder crashed on corrupt" in result
+        else:
+            assert isinstance(result, np.ndarray), result
+            np.testing.assert_array_equal(result, expected[path])
+
+
+def test_cli_render_of_gdcm_killer_exits_1_with_one_line(tmp_path):
+    medsae = Path(sys.executable).parent / "medsae"
+    assert medsae.exists(), f"{medsae} missing: install the package (pip install -e .)"
+    path = _corrupt_file_bytes(tmp_path, "SC_rgb_jpeg_gdcm.dcm", 49)
+    out = tmp_path / "out.png"
+    result = subprocess.run([str(medsae), "render", str(path), "-o", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (f"medsae render: error: {path}: decoder crashed on corrupt "
+                             f"{JPEG_LOSSLESS_SV1} data (gdcm worker process killed by signal "
+                             "SIGABRT)\n")
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from medsae_desktop.core.errors import MedsaeError, UsageError  # noqa: E402
 from medsae_desktop.core.progress import run_job  # noqa: E402
 from medsae_desktop.core.sae import load_sae  # noqa: E402
 from medsae_desktop.core.sae.config import TrainConfig, resolve  # noqa: E402
-from medsae_desktop.core.sae.data import BLOCK_ROWS, BatchStream, prepare_split, read_rows  # noqa: E402,E501
+from medsae_desktop.core.sae.data import (  # noqa: E402
+    BLOCK_ROWS, BatchStream, prepare_split, read_rows)
 from medsae_desktop.core.sae.model import ArchSpec, TrainableSAE, _kth_largest  # noqa: E402
 from medsae_desktop.core.sae.synthetic import make_dictionary_data  # noqa: E402
 from medsae_desktop.core.sae.train import sweep_job, train_job  # noqa: E402

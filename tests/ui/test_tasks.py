@@ -127,3 +127,16 @@ def test_plain_function_and_busy_signal(qtbot, runner):
         pass
     assert h.result == 5
     qtbot.waitUntil(lambda: busy == [True, False], timeout=2000)
+
+
+def test_plain_function_result_is_not_closed(qtbot, runner, caplog):
+    class Result:  # no close(): closing it would raise AttributeError in the worker
+        pass
+
+    r = Result()
+    h = runner.submit(lambda: r)
+    with qtbot.waitSignal(h.finished, timeout=5000) as blocker:
+        pass
+    assert blocker.args == [r]
+    h.wait(2000)
+    assert "failed" not in caplog.text

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 
 #: Architectures with a hand-written sparse backward.
 SPARSE_ARCHS = frozenset({"relu", "topk", "batchtopk"})
-#: Above this active fraction the sparse kernels lose to dense matmuls (measured on CPU).
-SPARSE_MAX_DENSITY = 0.06
+#: Above this active fraction the sparse step is not worth it. Measured on the 2-core CPU
+#: (d_in 512, d_sae 8192, batch 1024): sparse 3.1x faster at 6.7 % active, even at 16 %.
+SPARSE_MAX_DENSITY = 0.12
 
 
 @dataclass(frozen=True)
@@ -447,7 +448,8 @@ class TrainableSAE(torch.nn.Module):
                          cutoff=cutoff)
 
     def _auxk_sparse(self, pre: torch.Tensor, xc: torch.Tensor, err: torch.Tensor,
-                     dead_s: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
+                     dead_s: torch.Tensor
+                     ) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
         """AuxK: reconstruct the residual with the top ``k_aux`` dead latents (sparse)."""
         spec = self.spec
         B = pre.shape[0]

@@ -41,7 +41,7 @@ import torch
 from medsae_desktop.core.errors import MedsaeError, UsageError
 from medsae_desktop.core.progress import Progress
 from medsae_desktop.core.sae.checkpoint import (
-    CFG_NAME, CREATED_BY, LOG_NAME, RESUME_DIR, WEIGHTS_NAME, save_sae)
+    CFG_NAME, CREATED_BY, LOG_NAME, RESUME_DIR, save_sae)
 from medsae_desktop.core.sae.config import Plan, TrainConfig, resolve, validate
 from medsae_desktop.core.sae.data import BatchStream, CacheSplit, prepare_split, read_rows
 from medsae_desktop.core.sae.model import (
@@ -565,7 +565,8 @@ def _check_same_config(state_path: Path, cfg: TrainConfig) -> None:
     stored = TrainConfig.from_dict(meta["config"])
     if stored != cfg:
         diffs = [f"{f.name} {getattr(stored, f.name)!r}→{getattr(cfg, f.name)!r}"
-                 for f in dataclasses.fields(cfg) if getattr(stored, f.name) != getattr(cfg, f.name)]
+                 for f in dataclasses.fields(cfg)
+                 if getattr(stored, f.name) != getattr(cfg, f.name)]
         raise UsageError("--resume needs the settings of the interrupted run; differing: "
                          + ", ".join(diffs))
 

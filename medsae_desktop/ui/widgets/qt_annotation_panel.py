@@ -13,6 +13,7 @@ from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -102,9 +103,11 @@ class QtAnnotationPanel(QWidget):
         st.addWidget(self.status_label)
         st.addWidget(self.source_label, 1)
         form.addRow("Status", st)
-        buttons = QHBoxLayout()
-        for b in (self.btn_accept, self.btn_edit, self.btn_flag, self.btn_reject):
-            buttons.addWidget(b)
+        buttons = QGridLayout()
+        buttons.addWidget(self.btn_accept, 0, 0)
+        buttons.addWidget(self.btn_edit, 0, 1)
+        buttons.addWidget(self.btn_flag, 1, 0)
+        buttons.addWidget(self.btn_reject, 1, 1)
         prop = QHBoxLayout()
         prop.addWidget(QLabel("Namer"))
         prop.addWidget(self.namer)

@@ -5,6 +5,7 @@ else "unnamed #k"), activation, and population percentile drawn as a bar. Select
 several rows (click, Ctrl/Shift-click, arrow keys) chooses the overlays.
 """
 
+import math
 from collections.abc import Sequence
 
 from PySide6.QtCore import QItemSelectionModel, QRect, Qt, Signal
@@ -32,8 +33,10 @@ class _PercentileDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
         super().paint(painter, option, index)
-        pct = index.data(PCT_ROLE)
-        if pct is None:
+        # never store/read None in item data: PySide6 6.12 decrefs None when it reads an
+        # invalid QVariant (crashes at exit); a missing percentile is NaN
+        pct = float(index.data(PCT_ROLE))
+        if math.isnan(pct):
             return
         r: QRect = option.rect.adjusted(6, option.rect.height() - 7, -6, -4)
         painter.save()
@@ -55,7 +58,7 @@ class QtFeatureList(QTableWidget):
 
     selection_changed = Signal(list)
 
-    COLUMNS = ("", "Feature", "Activation", "Percentile")
+    COLUMNS = ("", "#", "Feature", "Activation", "Percentile")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(0, len(self.COLUMNS), parent)
@@ -63,17 +66,18 @@ class QtFeatureList(QTableWidget):
         self.verticalHeader().setVisible(False)
         hh = self.horizontalHeader()
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
-        self.setColumnWidth(0, 10)
-        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(3, QHeaderView.ResizeMode.Fixed)
-        self.setColumnWidth(3, 96)
+        self.setColumnWidth(0, 8)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(4, QHeaderView.ResizeMode.Fixed)
+        self.setColumnWidth(4, 92)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAlternatingRowColors(True)
         self.setShowGrid(False)
-        self.setItemDelegateForColumn(3, _PercentileDelegate(self))
+        self.setItemDelegateForColumn(4, _PercentileDelegate(self))
         self.verticalHeader().setDefaultSectionSize(30)
         self._hits: list[FeatureHit] = []
         self.itemSelectionChanged.connect(self._emit_selection)
@@ -139,28 +143,33 @@ class QtFeatureList(QTableWidget):
     def _fill_row(self, r: int, h: FeatureHit) -> None:
         sw = QTableWidgetItem("")
         sw.setData(UNIT_ROLE, h.unit)
-        name = QTableWidgetItem(h.name)
+        unit = QTableWidgetItem(str(h.unit))
+        unit.setForeground(QColor("#7d8696"))
+        unit.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        # the status has its own styling here, so the "(proposed)" suffix is dropped
+        text = h.name.rsplit(" (", 1)[0] if h.status in ("proposed", "flagged") else h.name
+        name = QTableWidgetItem(text)
         name.setData(UNIT_ROLE, h.unit)
-        tip = f"unit #{h.unit}"
-        if h.status:
-            tip += f" · name {h.status}"
-        name.setToolTip(tip)
+        name.setToolTip(f"{h.name} — unit #{h.unit}" + {
+            "proposed": "\nproposed by a namer, not yet reviewed",
+            "flagged": "\nflagged by a reviewer", "accepted": "\naccepted by a reviewer",
+            "edited": "\nnamed by a reviewer"}.get(h.status, ""))
         if h.status in ("", "rejected") or h.name.startswith("unnamed"):
             name.setForeground(QColor("#7d8696"))
         elif h.status in ("proposed", "flagged"):
             f = QFont(name.font())
             f.setItalic(True)
             name.setFont(f)
-            name.setForeground(QColor("#b8c2d0"))
+            name.setForeground(QColor("#e0a526" if h.status == "flagged" else "#b8c2d0"))
         act = QTableWidgetItem(f"{h.activation:.3g}")
         act.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         pct_text = "—" if h.percentile is None else f"{h.percentile:.1f}%"
         pct = QTableWidgetItem(pct_text)
-        pct.setData(PCT_ROLE, h.percentile)
+        pct.setData(PCT_ROLE, math.nan if h.percentile is None else float(h.percentile))
         pct.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         pct.setToolTip("share of the population (embedding cache) with a lower activation"
                        if h.percentile is not None else "no population cache loaded")
-        for c, it in enumerate((sw, name, act, pct)):
+        for c, it in enumerate((sw, unit, name, act, pct)):
             self.setItem(r, c, it)
 
     def _emit_selection(self) -> None:

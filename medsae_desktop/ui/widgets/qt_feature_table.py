@@ -56,7 +56,7 @@ def unit_table(report: Any, population: Any, d_sae: int) -> UnitTable:
         return UnitTable(report.frequency_k, report.mean_k, report.max_k,
                          tuple(report.best_label_k), best_corr, report.entropy_k, report.ms_k,
                          np.asarray(report.alive_k, bool), tuple(report.label_names), corr,
-                         f"evaluation report {report.path.name}")
+                         "evaluation report")
     if population is not None and population.d_sae == d_sae:
         from medsae_desktop.core.eval.metrics import unit_entropy
 
@@ -83,7 +83,7 @@ class QtFeatureTableModel(QAbstractTableModel):
     """Qt model over a :class:`UnitTable` and the current names."""
 
     COLUMNS = ("Unit", "Name", "Status", "Freq.", "Best label", "Best ρ", "Entropy", "MS",
-               "Max act.")
+               "Max")
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -140,7 +140,7 @@ class QtFeatureTableModel(QAbstractTableModel):
                     t.best_label_k[k], _num(t.best_corr_k[k]), _num(t.entropy_k[k]),
                     _num(t.ms_k[k]), _num(t.max_k[k]))[col]
         if role == Qt.ItemDataRole.DisplayRole:
-            return (str(k), display_name(name, k), status or "—", _pct(t.frequency_k[k]),
+            return (str(k), _table_name(name, k), status or "—", _pct(t.frequency_k[k]),
                     t.best_label_k[k], _f(t.best_corr_k[k]), _f(t.entropy_k[k]),
                     _f(t.ms_k[k]), _f(t.max_k[k]))[col]
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -155,6 +155,13 @@ class QtFeatureTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole and col == 1 and name is not None:
             return f"{name.concept}\n{name.description}\n{name.namer} · {name.status}"
         return None
+
+
+def _table_name(name: FeatureName | None, unit: int) -> str:
+    """The name without the status suffix (the table has a status column)."""
+    if name is None or not name.concept or name.status == "rejected":
+        return f"unnamed #{unit}"
+    return name.concept
 
 
 def _num(v: float) -> float:

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -40,6 +41,7 @@ from medsae_desktop.core import inspection as ins
 from medsae_desktop.core.annotations import display_name
 from medsae_desktop.ui.tasks import TaskRunner
 from medsae_desktop.ui.widgets.qt_annotation_panel import QtAnnotationPanel
+from medsae_desktop.ui.widgets.qt_correlation_bars import QtCorrelationBars
 from medsae_desktop.ui.widgets.qt_feature_table import (
     QtFeatureFilter,
     QtFeatureTableModel,
@@ -178,8 +180,8 @@ class QtFeaturesTab(QWidget):
         self.subtitle.setWordWrap(True)
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListWidget.ViewMode.IconMode)
-        self.gallery.setIconSize(QSize(150, 150))
-        self.gallery.setGridSize(QSize(164, 186))
+        self.gallery.setIconSize(QSize(132, 132))
+        self.gallery.setGridSize(QSize(142, 160))
         self.gallery.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.gallery.setMovement(QListWidget.Movement.Static)
         self.gallery.setWrapping(True)
@@ -199,12 +201,9 @@ class QtFeaturesTab(QWidget):
         self.hist.hideButtons()
         self.hist_note = QLabel("")
         self.hist_note.setObjectName("muted")
-        self.corr = pg.PlotWidget(background="#121418")
-        self.corr.setMinimumHeight(150)
-        self.corr.setLabel("bottom", "Pearson ρ with label")
-        self.corr.setMouseEnabled(x=False, y=False)
-        self.corr.hideButtons()
-        self.corr.showGrid(x=True, alpha=0.15)
+        self.corr = QtCorrelationBars()
+        self.corr.setToolTip("Pearson ρ of the unit's activation with each label over the "
+                             "cache; orange: above the 0.2 alive threshold (dashed)")
 
         self.annot = QtAnnotationPanel(state)
         self.annot.decided.connect(self._on_decided)
@@ -213,29 +212,37 @@ class QtFeaturesTab(QWidget):
         self.advance = QCheckBox("advance to next unit after a decision")
         self.advance.setChecked(True)
 
+        middle = QWidget()
+        ml = QVBoxLayout(middle)
+        ml.setContentsMargins(4, 8, 4, 8)
+        ml.addWidget(self.title)
+        ml.addWidget(self.subtitle)
+        ml.addWidget(_card("Top-activating images", self.gallery, self.gallery_note), 5)
+        ml.addWidget(_card("Activation over the cache", self.hist, self.hist_note), 2)
+        corr_scroll = QScrollArea()
+        corr_scroll.setWidgetResizable(True)
+        corr_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        corr_scroll.setWidget(self.corr)
+        ml.addWidget(_card("Label correlations (Pearson ρ)", corr_scroll), 3)
+
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(4, 8, 8, 8)
-        rl.addWidget(self.title)
-        rl.addWidget(self.subtitle)
-        rl.addWidget(_card("Top-activating images", self.gallery, self.gallery_note), 3)
-        plots = QHBoxLayout()
-        plots.addWidget(_card("Activation over the cache", self.hist, self.hist_note), 1)
-        plots.addWidget(_card("Label correlations", self.corr), 1)
-        rl.addLayout(plots, 2)
         annot_box = QWidget()
         al = QVBoxLayout(annot_box)
         al.setContentsMargins(0, 0, 0, 0)
         al.addWidget(self.annot, 1)
         al.addWidget(self.advance)
-        rl.addWidget(_card("Name", annot_box), 3)
+        rl.addWidget(_card("Name", annot_box), 1)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
+        split.addWidget(middle)
         split.addWidget(right)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setSizes([560, 860])
+        split.setStretchFactor(0, 5)
+        split.setStretchFactor(1, 5)
+        split.setStretchFactor(2, 3)
+        split.setSizes([560, 560, 380])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
@@ -388,22 +395,11 @@ class QtFeaturesTab(QWidget):
         self.hist_note.setText(f"inactive on {n_zero} of {pop.n_images}")
 
     def _plot_corr(self, unit: int | None) -> None:
-        self.corr.clear()
         t = self.table_data
         if unit is None or t is None or not t.label_names:
+            self.corr.set_values((), None)
             return
-        rho = np.nan_to_num(np.asarray(t.corr_kc[unit], float))
-        order = np.argsort(rho)
-        y = np.arange(len(order))
-        colours = [pg.mkBrush("#f26b3a" if rho[i] > 0.2 else "#3fa7d6" if rho[i] >= 0 else
-                              "#6b7483") for i in order]
-        bars = pg.BarGraphItem(x0=np.minimum(rho[order], 0), x1=np.maximum(rho[order], 0),
-                               y=y, height=0.7, brushes=colours, pen=pg.mkPen(None))
-        self.corr.addItem(bars)
-        ax = self.corr.getAxis("left")
-        ax.setTicks([[(i, t.label_names[j]) for i, j in enumerate(order)]])
-        self.corr.setXRange(min(-0.1, float(rho.min())), max(0.5, float(rho.max())))
-        self.corr.setYRange(-0.6, len(order) - 0.4, padding=0)
+        self.corr.set_values(t.label_names, np.asarray(t.corr_kc[unit], float))
 
     # ---- gallery --------------------------------------------------------------------------
     def _load_gallery(self, unit: int | None) -> None:

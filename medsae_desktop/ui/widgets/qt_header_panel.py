@@ -61,10 +61,10 @@ class QtHeaderPanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.reveal)
         top.addStretch(1)
-        top.addWidget(self.count)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(top)
+        lay.addWidget(self.count)
         lay.addWidget(self.warning)
         lay.addWidget(self.table, 1)
 
@@ -106,7 +106,7 @@ class QtHeaderPanel(QWidget):
         for j, (k, v) in enumerate(phi_rows):
             self._set_row(len(rows) + j, k, v, phi=True)
         n_phi = len(self._phi)
-        self.count.setText(f"{len(rows)} fields · {n_phi} identifying "
+        self.count.setText(f"{len(rows)} technical fields · {n_phi} identifying fields "
                            f"{'shown' if phi_rows else 'hidden'}")
         msgs = list(self._warnings)
         if phi_rows:

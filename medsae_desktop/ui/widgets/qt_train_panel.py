@@ -237,7 +237,7 @@ class QtTrainPanel(QWidget):
             self.curves[key] = pw.plot(pen=pg.mkPen(CURVE_COLOURS[key], width=2))
             self.plots[key] = pw
             grid.addWidget(pw, i // 2, i % 2)
-        self.rate = QLabel("—")
+        self.rate = QLabel("samples/s —")
         self.rate.setObjectName("sectionTitle")
         self.progress_label = QLabel("")
         self.progress_label.setObjectName("muted")
@@ -474,7 +474,7 @@ class QtTrainPanel(QWidget):
                 self.points[key].append((x, 100 * v if key == "dead" else v))
         rate = _metric(m, "samples_per_s")
         if rate is not None:
-            self.rate.setText(f"{rate:,.0f} samples/s")
+            self.rate.setText(f"samples/s {rate:,.0f}")
         total = f"/{p.total}" if p.total else ""
         self.progress_label.setText(f"{p.message}  ({p.done}{total})")
         self._redraw()

@@ -126,6 +126,7 @@ class QtViewer(QWidget):
         self._auto_select = True
         self._render_pending = False
         self._drag_t = 0.0
+        self._presets: list[Any] = []
 
         self.view = QtImageView()
         self.view.window_dragged.connect(self._on_window_drag)
@@ -218,7 +219,7 @@ class QtViewer(QWidget):
         tb.addSeparator()
         tb.addWidget(QLabel(" Window "))
         self.preset = QComboBox()
-        self.preset.setMinimumWidth(170)
+        self.preset.setMinimumWidth(210)
         self.preset.setToolTip("Window presets stored in the file; right-drag on the image "
                                "adjusts window/level")
         self.preset.activated.connect(self._on_preset)
@@ -420,8 +421,9 @@ class QtViewer(QWidget):
         else:
             n = int((self.inspection.acts_s > 0).sum())
             pop = st.population
-            text = (f"{n} of {self.inspection.acts_s.shape[0]} features active. "
-                    "Maps show where each feature's evidence comes from (contribution map)")
+            text = (f"{n} of {self.inspection.acts_s.shape[0]} features active; italic = "
+                    "proposed name, not yet reviewed. Maps show where each feature's evidence "
+                    "comes from (contribution map)")
             text += (f"; percentiles against {pop.n_images} cache images." if pop is not None
                      else "; no population cache, so no percentiles.")
         self.features_note.setText(text)
@@ -500,13 +502,19 @@ class QtViewer(QWidget):
         self.preset.clear()
         label = "Default (VOI LUT)" if img.voi_lut is not None else \
             f"Default — {img.default_window.explanation or 'file'}"
-        self.preset.addItem(label, None)
+        # presets live in a Python list, not in item data (see qt_feature_list: PySide6
+        # mishandles None item data)
+        self._presets: list[Any] = [None]
+        self.preset.addItem(label)
         for w in img.windows:
-            self.preset.addItem(f"{w.explanation or 'window'}  C {w.center:g} W {w.width:g}", w)
+            self.preset.addItem(f"{w.explanation or 'window'}  C {w.center:g} W {w.width:g}")
+            self._presets.append(w)
         lo, hi = img.value_range
         if hi > lo:
-            self.preset.addItem("Full range", Window((lo + hi) / 2, hi - lo, "full range"))
-        self.preset.addItem("Custom", "custom")
+            self.preset.addItem("Full range")
+            self._presets.append(Window((lo + hi) / 2, hi - lo, "full range"))
+        self.preset.addItem("Custom")
+        self._presets.append("custom")
         self.preset.setCurrentIndex(0)
         self.preset.blockSignals(False)
         self._sync_spins()
@@ -551,7 +559,7 @@ class QtViewer(QWidget):
         self.set_window(None)
 
     def _on_preset(self, index: int) -> None:
-        data = self.preset.itemData(index)
+        data = self._presets[index] if 0 <= index < len(self._presets) else "custom"
         if data == "custom":
             return
         self.set_window(data)
