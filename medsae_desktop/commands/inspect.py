@@ -1,8 +1,13 @@
-"""``medsae inspect`` (DESIGN.md §3)."""
+"""``medsae inspect`` (DESIGN.md §3): what the viewer shows for one image, headless.
+
+Top-N features of IMAGE under the encoder + SAE, with name (annotation store, else a
+``names.csv`` beside the SAE), activation and population percentile (against the SAE's
+training cache, as recorded in its ``cfg.json``), and optionally the heat-map overlay PNG of
+the strongest feature at the image's default window, with the viewer's default colour map and
+opacity. Computed by :mod:`medsae_desktop.core.inspection`, the code the viewer uses.
+"""
 
 import argparse
-
-from medsae_desktop.core.errors import MedsaeError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,4 +23,69 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    raise MedsaeError("not implemented yet")
+    import json
+    import sys
+
+    from tqdm import tqdm
+
+    from medsae_desktop.core import inspection as ins
+    from medsae_desktop.core.encoders import make_encoder
+    from medsae_desktop.core.errors import UsageError
+    from medsae_desktop.core.images import read_image
+    from medsae_desktop.core.progress import run_job
+    from medsae_desktop.core.sae import load_sae
+
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    with tqdm(total=4, desc="inspect", file=sys.stderr, disable=None, leave=False) as bar:
+        image = read_image(args.image)
+        sae = load_sae(args.sae)
+        bar.update(1)
+        bar.set_postfix_str("encoder")
+        encoder = make_encoder(args.encoder, weights_dir=args.weights)
+        bar.update(1)
+        try:
+            population = None
+            note = None
+            cache = ins.training_cache_of(sae)
+            if cache is not None:
+                bar.set_postfix_str("population")
+                population = run_job(ins.population_job(cache, sae))
+            else:
+                note = "training cache not found: no population percentiles"
+            bar.update(1)
+            names = ins.names_for(sae)
+            res = ins.inspect_image(image, encoder, sae, population=population, names=names,
+                                    top_n=args.top)
+            bar.update(1)
+            overlay_units = [res.top[0].unit] if res.top else []
+            if args.output:
+                _, rgba = ins.overlay_for(res, image, overlay_units)
+                from PIL import Image
+
+                Image.fromarray(ins.composite(image.render_hw, rgba)).save(args.output)
+        finally:
+            encoder.close()
+    doc = res.to_json()
+    doc["image"] = str(args.image)
+    doc["encoder_label"] = encoder.info.label
+    doc["population_images"] = None if population is None else population.n_images
+    doc["overlay"] = {"path": args.output, "units": overlay_units, "cmap": ins.DEFAULT_CMAP,
+                      "opacity": ins.DEFAULT_OPACITY, "window": "default"} if args.output \
+        else None
+    doc["notice"] = "research use only, not for diagnosis"
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{args.image}: {len(res.top)} of top {args.top} features active "
+          f"({doc['n_active']} of {sae.d_sae} in all) — research use only, not for diagnosis")
+    print(f"encoder: {encoder.info.label}; SAE {sae.sae_id[:12]}"
+          + (f"; percentiles against {population.n_images} images" if population else
+             f"; {note}"))
+    print(f"{'rank':>4}  {'unit':>6}  {'activation':>10}  {'pctl':>6}  name")
+    for i, h in enumerate(res.top, 1):
+        pct = "—" if h.percentile is None else f"{h.percentile:5.1f}"
+        print(f"{i:>4}  {h.unit:>6}  {h.activation:>10.4g}  {pct:>6}  {h.name}")
+    if args.output:
+        print(f"overlay of unit {overlay_units[0] if overlay_units else '—'} → {args.output}")
+    return 0

@@ -18,9 +18,13 @@ Pipeline for one image (DESIGN.md §5.1, reference models_and_dicom.md §3):
 4. the 7 x 7 map is upsampled bilinearly (half-pixel centres) to the padded square the
    encoder saw (side ``max(224, w, h)``), cropped back to the image (undoing the letterbox) and
    masked (NaN) on DICOM padding pixels;
-5. overlays: positive contribution only (``max(0, map)``), coloured by a colour map, with
-   alpha rising from 0 (no contribution) to ``opacity`` at half the scale maximum, so that
-   areas without evidence keep the unaltered radiograph.
+5. overlays: each map is scaled from ``vmin`` to ``vmax``: ``vmax`` its maximum over the
+   image, ``vmin`` its minimum clipped to ``[0, vmax / 2]`` (a map that is positive everywhere
+   is shown relative to its own floor, so the image is not covered uniformly; a nearly flat
+   map keeps a floor at half its maximum, so its weak spatial contrast is not exaggerated).
+   Alpha is 0 below a quarter of that range and rises to full opacity at three quarters
+   (:func:`alpha_ramp`), so only where the evidence concentrates is coloured and elsewhere the
+   radiograph stays unaltered. The colour bar shows ``vmin .. vmax``.
 
 Population percentile of unit k for an image = 100 x (fraction of the cache's images whose
 activation of k is strictly lower). It is computed from :class:`PopulationStats`: per-unit
@@ -650,10 +654,33 @@ class OverlayLayer:
     rgba_hw4: np.ndarray
     vmax: float
     lut: np.ndarray
+    vmin: float = 0.0
+
+
+#: alpha ramp of the overlays over the scaled value t in [0, 1] (see module docstring)
+ALPHA_LOW, ALPHA_HIGH = 0.25, 0.75
+
+
+def alpha_ramp(t: np.ndarray) -> np.ndarray:
+    """Overlay alpha (before opacity) for scaled values ``t`` in [0, 1]."""
+    return np.clip((np.asarray(t, np.float32) - ALPHA_LOW) / (ALPHA_HIGH - ALPHA_LOW), 0.0, 1.0)
+
+
+def map_range(heat_hw: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) of a contribution map for display (module docstring, step 5)."""
+    finite = heat_hw[np.isfinite(heat_hw)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    vmax = float(finite.max())
+    if vmax <= 0:
+        return 0.0, 1.0
+    vmin = float(np.clip(finite.min(), 0.0, vmax / 2))
+    return vmin, vmax
 
 
 def overlay_layer(heat_hw: np.ndarray, lut: np.ndarray, *, unit: int = -1,
-                  opacity: float = DEFAULT_OPACITY, vmax: float | None = None) -> OverlayLayer:
+                  opacity: float = DEFAULT_OPACITY,
+                  vrange: tuple[float, float] | None = None) -> OverlayLayer:
     """Colour a contribution map (step 5 of the module docstring).
 
     Parameters
@@ -663,26 +690,27 @@ def overlay_layer(heat_hw: np.ndarray, lut: np.ndarray, *, unit: int = -1,
     lut
         uint8 (256, 3) colour table.
     opacity
-        Alpha at and above half of ``vmax``.
-    vmax
-        Value mapped to the top of the table; default the map's positive maximum.
+        Alpha where the ramp is full.
+    vrange
+        (vmin, vmax) mapped to the ends of the table; default :func:`map_range`.
 
     Returns
     -------
     OverlayLayer
-        RGBA uint8 (rows, columns, 4), not premultiplied.
+        RGBA uint8 (rows, columns, 4), not premultiplied; transparent on padding.
     """
-    heat = np.nan_to_num(np.asarray(heat_hw, np.float32), nan=0.0)
-    if vmax is None:
-        vmax = float(heat.max(initial=0.0))
-    vmax = float(vmax) if vmax > 0 else 1.0
-    t = np.clip(heat * np.float32(1.0 / vmax), 0.0, 1.0)
+    heat = np.asarray(heat_hw, np.float32)
+    vmin, vmax = map_range(heat) if vrange is None else (float(vrange[0]), float(vrange[1]))
+    span = vmax - vmin if vmax > vmin else 1.0
+    t = np.clip((np.nan_to_num(heat, nan=vmin) - np.float32(vmin)) * np.float32(1.0 / span),
+                0.0, 1.0)
     idx = (t * 255 + 0.5).astype(np.uint8)
     rgba = np.empty(heat.shape + (4,), np.uint8)
     rgba[..., :3] = lut[idx]
-    alpha = np.minimum(t * 2.0, 1.0) * float(np.clip(opacity, 0.0, 1.0))
+    alpha = alpha_ramp(t) * float(np.clip(opacity, 0.0, 1.0))
+    alpha[~np.isfinite(heat)] = 0.0
     rgba[..., 3] = (alpha * 255 + 0.5).astype(np.uint8)
-    return OverlayLayer(unit=unit, rgba_hw4=rgba, vmax=vmax, lut=lut)
+    return OverlayLayer(unit=unit, rgba_hw4=rgba, vmax=vmax, lut=lut, vmin=vmin)
 
 
 def merge_layers(layers: Sequence[np.ndarray]) -> np.ndarray | None:
@@ -838,3 +866,64 @@ def gallery_job(
                                    note=note))
             yield Progress(i + 1, len(rows_n), f"thumbnail {i + 1}/{len(rows_n)}")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a headless run finds the population and the names (same sources as the viewer)
+# ----------------------------------------------------------------------------------------------
+def training_cache_of(sae: Any) -> Path | None:
+    """The embedding cache an SAE was trained on, if it can still be found.
+
+    ``cfg.json["train"]["cache"]["path"]`` as recorded by the trainer; when that file moved
+    (e.g. a workspace folder was renamed) a file of the same name beside the SAE folder.
+    """
+    rec = ((sae.cfg.get("train") or {}).get("cache") or {}).get("path")
+    if not rec:
+        return None
+    p = Path(str(rec))
+    if p.is_file():
+        return p
+    if getattr(sae, "path", None) is not None:
+        for cand in (Path(sae.path).parent / p.name, Path(sae.path) / p.name):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def default_store_path() -> Path:
+    """The desktop app's annotation store (per-user data folder)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("medsae-desktop")) / "annotations.sqlite"
+
+
+def names_for(sae: Any, store_path: str | os.PathLike[str] | None = None
+              ) -> dict[int, FeatureName]:
+    """Names of ``sae`` as the viewer shows them: the annotation store, else a ``names.csv``
+    beside the SAE folder (as proposed names), else none."""
+    from medsae_desktop.core.annotations import AnnotationStore
+
+    sp = Path(store_path) if store_path is not None else default_store_path()
+    if sp.is_file():
+        with AnnotationStore(sp) as store:
+            names = store.names(sae.sae_id)
+        if names:
+            return names
+    if getattr(sae, "path", None) is None:
+        return {}
+    import csv
+
+    for cand in (Path(sae.path) / "names.csv", Path(sae.path).parent / "names.csv"):
+        if cand.is_file():
+            with cand.open(newline="", encoding="utf-8") as fh:
+                rows = [r for r in csv.DictReader(fh) if (r.get("concept") or "").strip()]
+            out = {}
+            for r in rows:
+                try:
+                    u = int(r["unit"])
+                except (KeyError, ValueError):
+                    continue
+                out[u] = FeatureName(sae.sae_id, u, r["concept"], r.get("description") or "",
+                                     r.get("namer") or "", None, "proposed", "", "", "")
+            return out
+    return {}

@@ -196,7 +196,7 @@ def export_summary_pdf(viewer: Any, path: str | os.PathLike[str]) -> Path:
             cx = i * (cell_w + 12)
             p.drawImage(QRectF(cx, y2, cell_w, cell_h), _qimage_rgb(rgb_i))
             text(cx, y2 + cell_h + 2, cell_w, 34, f"{h.name} (#{h.unit})\nact. {h.activation:.3g}"
-                 f"  · map max {lay.vmax:.3g}", 7, colour=mid)
+                 f"  · map {lay.vmin:.3g}–{lay.vmax:.3g}", 7, colour=mid)
         y2 += cell_h + 42
     # provenance
     lines = provenance_lines(state["provenance"], shown)

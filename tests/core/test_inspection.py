@@ -148,9 +148,11 @@ def test_overlay_layers_and_compositing(rng):
     heat[0, 0] = np.nan
     lut = ins.colormap_lut("inferno")
     lay = ins.overlay_layer(heat, lut, opacity=0.5)
-    assert lay.vmax == pytest.approx(1.0)
-    assert (lay.rgba_hw4[heat <= 0, 3] == 0).all() and lay.rgba_hw4[0, 0, 3] == 0
-    assert lay.rgba_hw4[-1, -1, 3] == 128  # full opacity above half of vmax
+    assert lay.vmax == pytest.approx(1.0) and lay.vmin == 0.0  # negative minimum → floor 0
+    assert (lay.rgba_hw4[heat <= 0.25, 3] == 0).all() and lay.rgba_hw4[0, 0, 3] == 0
+    assert (lay.rgba_hw4[heat >= 0.75, 3] == 128).all()  # full opacity from 3/4 of the range
+    mid = (heat > 0.3) & (heat < 0.7)
+    assert ((lay.rgba_hw4[mid, 3] > 0) & (lay.rgba_hw4[mid, 3] < 128)).all()
     gray = rng.integers(0, 256, (200, 100), dtype=np.uint8)
     out = ins.composite(gray, lay.rgba_hw4)
     np.testing.assert_array_equal(out[heat <= 0], np.repeat(gray[heat <= 0, None], 3, 1))
@@ -170,3 +172,29 @@ def test_feature_luts():
     assert ins.feature_luts(1)[0].shape == (256, 3)
     luts = ins.feature_luts(3)
     assert len({tuple(lut[0]) for lut in luts}) == 3
+
+
+def test_map_range_floor():
+    # positive everywhere: scaled from its own minimum
+    assert ins.map_range(np.array([[2.0, 4.0], [3.0, np.nan]])) == (2.0, 4.0)
+    # nearly flat: the floor stays at half the maximum (no exaggerated contrast)
+    assert ins.map_range(np.array([[9.9, 10.0]])) == (5.0, 10.0)
+    # nothing positive: nothing shown
+    lay = ins.overlay_layer(np.full((4, 4), -1.0, np.float32), ins.colormap_lut("inferno"))
+    assert (lay.rgba_hw4[..., 3] == 0).all()
+
+
+def test_thumbnail_sampling_matches_full_resolution(rng):
+    grid = rng.normal(size=(7, 7)).astype(np.float32)
+    full = ins.upsample_map(grid, (400, 300))
+    np.testing.assert_allclose(ins.upsample_map(grid, (400, 300), out_hw=(400, 300)), full,
+                               atol=1e-5)
+    # on a plane, bilinear interpolation is exact, so a thumbnail pixel equals the plane at
+    # its image position ((i + .5) * 4 - .5, (j + .5) * 4 - .5), i.e. the mean of 2x2 pixels
+    rr, cc = np.mgrid[0:7, 0:7]
+    plane = (0.3 * rr - 0.2 * cc).astype(np.float32)
+    full = ins.upsample_map(plane, (400, 300))
+    small = ins.upsample_map(plane, (400, 300), out_hw=(100, 75))
+    pooled = full.reshape(100, 4, 75, 4)[:, 1:3, :, 1:3].mean(axis=(1, 3))
+    inner = (slice(10, 90), slice(8, 67))  # away from the clamped border cells
+    np.testing.assert_allclose(small[inner], pooled[inner], atol=1e-4)

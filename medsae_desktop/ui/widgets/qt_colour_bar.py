@@ -16,21 +16,24 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 @dataclass(frozen=True)
 class LegendEntry:
-    """One overlay shown: display name, colour table (256, 3) uint8 and the top value."""
+    """One overlay shown: display name, colour table (256, 3) uint8 and its value range."""
 
     name: str
     lut: np.ndarray
     vmax: float
+    vmin: float = 0.0
 
 
 def ramp_image(lut: np.ndarray, opacity: float, width: int = 256, height: int = 1) -> QImage:
     """The overlay colours over a mid-grey background, as the overlay would look on a radiograph.
 
-    Uses the same alpha rule as the overlay (alpha rises to full at half of the maximum).
+    Uses the same alpha rule as the overlay (:func:`medsae_desktop.core.inspection.alpha_ramp`).
     """
+    from medsae_desktop.core.inspection import alpha_ramp
+
     t = np.linspace(0, 1, width)
     idx = (t * 255 + 0.5).astype(int)
-    alpha = np.minimum(t * 2, 1.0) * opacity
+    alpha = alpha_ramp(t) * opacity
     base = np.full((width, 3), 90.0)
     rgb = lut[idx].astype(float) * alpha[:, None] + base * (1 - alpha[:, None])
     row = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
@@ -105,7 +108,8 @@ def paint_legend(p: QPainter, rect: QRectF, entries: list[LegendEntry], opacity:
         p.setPen(QPen(QColor("#3a414d")))
         p.drawRect(bar)
         p.setPen(QPen(QColor(muted)))
-        for frac, text in ((0.0, "0"), (0.5, _fmt(e.vmax / 2)), (1.0, _fmt(e.vmax))):
+        mid = (e.vmin + e.vmax) / 2
+        for frac, text in ((0.0, _fmt(e.vmin)), (0.5, _fmt(mid)), (1.0, _fmt(e.vmax))):
             x = bar.left() + frac * bar.width()
             p.drawLine(int(x), int(bar.bottom()), int(x), int(bar.bottom() + 3))
             tw = fm.horizontalAdvance(text)

@@ -148,6 +148,8 @@ class QtFeatureList(QTableWidget):
         unit.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         # the status has its own styling here, so the "(proposed)" suffix is dropped
         text = h.name.rsplit(" (", 1)[0] if h.status in ("proposed", "flagged") else h.name
+        if text == f"unnamed #{h.unit}":
+            text = "unnamed"  # the # column shows the unit
         name = QTableWidgetItem(text)
         name.setData(UNIT_ROLE, h.unit)
         name.setToolTip(f"{h.name} — unit #{h.unit}" + {

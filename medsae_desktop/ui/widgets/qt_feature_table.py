@@ -189,20 +189,23 @@ class QtFeatureFilter(QSortFilterProxyModel):
         self.hide_dead = True
         self.setSortRole(SORT_ROLE)
 
+    def _refilter(self, change: Any) -> None:
+        self.beginFilterChange()
+        change()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
     def set_text(self, text: str) -> None:
-        """Search text (case-insensitive substring; ``#12`` or ``12`` finds unit 12)."""
-        self.text = text.strip().lower()
-        self.invalidateRowsFilter()
+        """Search text: ``12`` or ``#12`` finds unit 12; other text is a case-insensitive
+        substring of the name, description or best label."""
+        self._refilter(lambda: setattr(self, "text", text.strip().lower()))
 
     def set_status(self, status: str) -> None:
         """``all``, ``unnamed`` or one of the statuses."""
-        self.status = status
-        self.invalidateRowsFilter()
+        self._refilter(lambda: setattr(self, "status", status))
 
     def set_hide_dead(self, on: bool) -> None:
         """Hide units never active on the cache."""
-        self.hide_dead = on
-        self.invalidateRowsFilter()
+        self._refilter(lambda: setattr(self, "hide_dead", on))
 
     def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:  # noqa: N802
         m: QtFeatureTableModel = self.sourceModel()
@@ -219,11 +222,13 @@ class QtFeatureFilter(QSortFilterProxyModel):
             return False
         if not self.text:
             return True
-        q = self.text.lstrip("#")
-        hay = f"{row} {display_name(name, row)} {t.best_label_k[row]}".lower()
+        q = self.text.lstrip("#").strip()
+        if q.isdigit():
+            return int(q) == row
+        hay = f"{display_name(name, row)} {t.best_label_k[row]}".lower()
         if name is not None:
             hay += " " + name.description.lower()
-        return q == str(row) or q in hay
+        return q in hay
 
     def lessThan(self, left: QModelIndex, right: QModelIndex) -> bool:  # noqa: N802
         a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)

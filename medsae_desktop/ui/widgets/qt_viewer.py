@@ -183,7 +183,7 @@ class QtViewer(QWidget):
         split.addWidget(centre)
         split.addWidget(side)
         split.setStretchFactor(1, 1)
-        split.setSizes([0, 900, 380])
+        split.setSizes([0, 900, 420])
         self.splitter = split
 
         lay = QVBoxLayout(self)
@@ -305,7 +305,7 @@ class QtViewer(QWidget):
             self.study_list.addItem(it)
         self.study_list.setVisible(bool(found))
         if found:
-            self.splitter.setSizes([200, 800, 380])
+            self.splitter.setSizes([200, 780, 420])
         else:
             self.failed.emit(f"{folder}: no DICOM/PNG/JPEG images found in this folder")
         return found
@@ -473,7 +473,7 @@ class QtViewer(QWidget):
         self.overlay_shown.emit(list(units))
 
     def _update_legend(self) -> None:
-        entries = [LegendEntry(self.state.display_name(lay.unit), lay.lut, lay.vmax)
+        entries = [LegendEntry(self.state.display_name(lay.unit), lay.lut, lay.vmax, lay.vmin)
                    for lay in self.layers]
         self.legend.set_entries(entries, self.opacity.value() / 100)
 
@@ -678,7 +678,7 @@ class QtViewer(QWidget):
             "gray": self.current_render(),
             "overlay": ins.scale_alpha(self.merged_rgba, self.opacity.value() / 100)
             if self.overlay_btn.isChecked() else None,
-            "legend": [LegendEntry(self.state.display_name(lay.unit), lay.lut, lay.vmax)
+            "legend": [LegendEntry(self.state.display_name(lay.unit), lay.lut, lay.vmax, lay.vmin)
                        for lay in self.layers] if self.overlay_btn.isChecked() else [],
             "opacity": self.opacity.value() / 100,
             "rect": self.view.visible_rect(),
