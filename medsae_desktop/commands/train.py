@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import os
 import signal
 import sys
@@ -126,6 +127,46 @@ def _table(names: list[str], metrics: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    from medsae_desktop.core.sae.config import TrainConfig, stored_config, validate
+
+    # Everything that can fail on the arguments is checked before torch is imported (slow).
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be ≥ 1")
+    cache = Path(args.cache)
+    if not cache.is_file():
+        raise MedsaeError("embedding cache not found", cache)
+    out = Path(args.output)
+    explicit = _explicit(args)
+    combos = _parse_sweep(args.sweep)
+    base_cfg = None
+    if args.resume:
+        if not combos:
+            base_cfg = stored_config(out)
+        elif (out / "sweep.json").is_file():
+            base_cfg = TrainConfig.from_dict(
+                json.loads((out / "sweep.json").read_text())["configs"][0])
+        if base_cfg is not None:
+            clash = {k: (getattr(base_cfg, k), v) for k, v in explicit.items()
+                     if getattr(base_cfg, k) != v}
+            if clash:
+                raise UsageError("--resume: options differ from the interrupted run: " + ", ".join(
+                    f"{k} was {a!r}, now {b!r}" for k, (a, b) in clash.items()))
+            done = json.loads((out / "cfg.json").read_text()).get("complete") \
+                if not combos else False
+            if done and not (out / "resume").is_dir():
+                raise MedsaeError("this training run is already complete", out)
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} already holds files; pass --resume to continue that run or "
+                         "choose a new output folder")
+    if base_cfg is None:
+        base_cfg = TrainConfig(**explicit)
+    validate(base_cfg)
+    for c in combos:
+        clash_key = next((k for k in c if k in explicit), None)
+        if clash_key:
+            raise UsageError(f"option {clash_key} is both set and swept")
+        validate(dataclasses.replace(base_cfg, **c))
+
     # Passive OpenMP waiting: on a shared or busy machine, spinning worker threads of each
     # small torch op otherwise fight other processes for the cores (measured 5-10x slower).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -133,50 +174,15 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from medsae_desktop.core.progress import run_job
-    from medsae_desktop.core.sae.config import TrainConfig
-    from medsae_desktop.core.sae.train import stored_config, sweep_job, train_job
+    from medsae_desktop.core.sae.train import sweep_job, train_job
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError("--threads must be ≥ 1")
         torch.set_num_threads(args.threads)
-    cache = Path(args.cache)
-    if not cache.is_file():
-        raise MedsaeError("embedding cache not found", cache)
-    out = Path(args.output)
-    explicit = _explicit(args)
-    combos = _parse_sweep(args.sweep)
-    if args.resume:
-        first = out if not combos else None
-        base_cfg = None
-        if first is not None:
-            base_cfg = stored_config(out)
-        else:
-            sweep_meta = out / "sweep.json"
-            if sweep_meta.is_file():
-                import json
-
-                base_cfg = TrainConfig.from_dict(json.loads(sweep_meta.read_text())["configs"][0])
-        if base_cfg is None:
-            base_cfg = TrainConfig(**explicit)
-        else:
-            clash = {k: (getattr(base_cfg, k), v) for k, v in explicit.items()
-                     if getattr(base_cfg, k) != v}
-            if clash:
-                raise UsageError("--resume: options differ from the interrupted run: " + ", ".join(
-                    f"{k} was {a!r}, now {b!r}" for k, (a, b) in clash.items()))
-    else:
-        base_cfg = TrainConfig(**explicit)
     if combos:
-        for c in combos:
-            if any(k in explicit for k in c):
-                raise UsageError(f"option {next(k for k in c if k in explicit)} is both set and "
-                                 "swept")
         configs = [dataclasses.replace(base_cfg, **c) for c in combos]
         names = [",".join(f"{k}={v}" for k, v in c.items()) for c in combos]
         job = sweep_job(cache, out, configs, resume=args.resume, names=names)
     else:
-        configs = [base_cfg]
         names = [out.name or str(out)]
         job = train_job(cache, out, base_cfg, resume=args.resume)
 

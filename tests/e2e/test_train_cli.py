@@ -47,14 +47,14 @@ def test_train_writes_valid_checkpoint_and_table(cache, tmp_path):
 
 
 def test_kill9_then_resume_matches_uninterrupted(cache, tmp_path):
-    args = ["--arch", "relu", "--l1", "0.05", "--steps", "1500", "--checkpoint-every", "100",
+    args = ["--arch", "relu", "--l1", "0.05", "--steps", "800", "--checkpoint-every", "100",
             *SMALL]
     # Reference: the same run uninterrupted, in-process (same core code as the command).
     from medsae_desktop.core.progress import run_job
     from medsae_desktop.core.sae.config import TrainConfig
     from medsae_desktop.core.sae.train import train_job
 
-    cfg = TrainConfig(arch="relu", l1=0.05, steps=1500, checkpoint_every=100, expansion=4,
+    cfg = TrainConfig(arch="relu", l1=0.05, steps=800, checkpoint_every=100, expansion=4,
                       batch_size=64, lr=1e-3)
     run_job(train_job(cache, tmp_path / "ref", cfg))
     out = tmp_path / "cut"

@@ -11,8 +11,11 @@ No torch here: the CLI and the UI build configs without importing it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from medsae_desktop.core.errors import UsageError
@@ -212,3 +215,15 @@ def resolve(cfg: TrainConfig, *, d_in: int, n_train: int, n_val: int,
         batch_size=batch, n_train=n_train, n_val=n_val, steps_per_epoch=per_epoch,
         total_steps=int(total), dead_after_samples=int(dead_after), prefix_sizes=prefixes,
     )
+
+
+def stored_config(sae_dir: str | os.PathLike[str]) -> TrainConfig | None:
+    """The TrainConfig recorded in ``sae_dir/cfg.json`` (None when absent or unreadable)."""
+    cfg_path = Path(sae_dir) / "cfg.json"
+    try:
+        train = dict(json.loads(cfg_path.read_text(encoding="utf-8")).get("train") or {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in train.items() if k in names}) if train \
+        else None

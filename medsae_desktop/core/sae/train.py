@@ -42,7 +42,7 @@ from medsae_desktop.core.errors import MedsaeError, UsageError
 from medsae_desktop.core.progress import Progress
 from medsae_desktop.core.sae.checkpoint import (
     CFG_NAME, CREATED_BY, LOG_NAME, RESUME_DIR, save_sae)
-from medsae_desktop.core.sae.config import Plan, TrainConfig, resolve, validate
+from medsae_desktop.core.sae.config import Plan, TrainConfig, resolve, stored_config, validate
 from medsae_desktop.core.sae.data import BatchStream, CacheSplit, prepare_split, read_rows
 from medsae_desktop.core.sae.model import (
     SPARSE_ARCHS, SPARSE_MAX_DENSITY, ArchSpec, StepStats, TrainableSAE, geometric_median)
@@ -354,21 +354,6 @@ def _truncate_log(run: _Run, step: int) -> None:
 
 
 # ---- jobs --------------------------------------------------------------------------------------
-def stored_config(sae_dir: str | os.PathLike[str]) -> TrainConfig | None:
-    """The TrainConfig of the run in ``sae_dir`` (from its resume state or cfg.json), if any."""
-    sae_dir = Path(sae_dir)
-    cfg_path = sae_dir / CFG_NAME
-    if cfg_path.is_file():
-        try:
-            train = dict(json.loads(cfg_path.read_text(encoding="utf-8")).get("train", {}))
-        except (OSError, json.JSONDecodeError):
-            train = {}
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        if train:
-            return TrainConfig.from_dict({k: v for k, v in train.items() if k in names})
-    return None
-
-
 def _device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
