@@ -27,6 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+from medsae_desktop.ui.app import reserve_gui_core  # noqa: E402  (as the app does, first)
+
+reserve_gui_core()
 
 SECTION = "## Desktop app (bench_ui.py)"
 
@@ -148,6 +151,7 @@ def main() -> int:
     tp.steps = 100000
     tp.start()
     wait_for(tp.curves_updated, lambda n: n >= 2)
+    spin(2000)  # past the trainer's start-up
     probe.start()
     spin(args.train_seconds * 1000)
     train_gaps = probe.stop()
@@ -168,6 +172,8 @@ def main() -> int:
         f"cores, {platform.system()} {platform.release()}",
         f"- load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in load_before)} before, "
         f"{' / '.join(f'{x:.2f}' for x in load_after)} after (the machine is shared)",
+        f"- compute threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} (the app "
+        "reserves one core for the GUI)",
         f"- software: Python {platform.python_version()}, PySide6 "
         f"{__import__('PySide6').__version__}, pyqtgraph {__import__('pyqtgraph').__version__}",
         f"- demo models: demo encoder (torch, CPU, fp32), SAE {win.state.sae and ''}"

@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -73,11 +73,10 @@ class SaeUnits:
 
     def describe(self) -> dict[str, object]:
         """JSON-able description for reports."""
-        s = self.sae
-        return {"kind": "sae", "n_units": self.n_units, "arch": s.arch,  # type: ignore[attr-defined]
-                "d_in": s.d_in, "d_sae": s.d_sae, "k": s.k,  # type: ignore[attr-defined]
-                "sae_id": s.sae_id,  # type: ignore[attr-defined]
-                "path": None if s.path is None else str(s.path)}  # type: ignore[attr-defined]
+        s: Any = self.sae
+        return {"kind": "sae", "n_units": self.n_units, "arch": s.arch, "d_in": s.d_in,
+                "d_sae": s.d_sae, "k": s.k, "sae_id": s.sae_id,
+                "path": None if s.path is None else str(s.path)}
 
 
 def make_units(sae_dir: str | os.PathLike[str] | None, embedding_dim: int) -> RawUnits | SaeUnits:
@@ -143,7 +142,8 @@ def resolve_labels(raw_nc: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndar
         raise MedsaeError(f"unknown uncertainty policy {policy!r} (zeros, ones or ignore)")
     raw_nc = np.asarray(raw_nc, dtype=np.float32)
     mask_nc = ~(raw_nc == -1.0) if policy == "ignore" else None
-    y_nc = np.nan_to_num(apply_uncertainty_policy(raw_nc, policy), nan=0.0)  # type: ignore[arg-type]
+    resolved_nc = apply_uncertainty_policy(raw_nc, policy)  # type: ignore[arg-type]
+    y_nc = np.nan_to_num(resolved_nc, nan=0.0)
     return y_nc.astype(np.float32), mask_nc
 
 

@@ -31,8 +31,8 @@ from medsae_desktop.core.eval.data import (
     make_units)
 from medsae_desktop.core.eval.metrics import (
     ACTIVE_EPS, ALIVE_CORR, TOP_FRACTION, BestUnits, BinaryCounts, ReconAccumulator,
-    UnitAccumulator, UnitMoments, alive_by_correlation, best_unit_per_label, top_fraction_thresholds,
-    unit_entropy, varying_labels)
+    UnitAccumulator, UnitMoments, alive_by_correlation, best_unit_per_label,
+    top_fraction_thresholds, unit_entropy, varying_labels)
 from medsae_desktop.core.progress import Progress
 
 REPORT_SCHEMA_VERSION = 1

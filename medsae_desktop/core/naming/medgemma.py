@@ -360,8 +360,8 @@ def _as_mapping(s: str) -> dict[str, Any] | None:
 
 
 def _field_regex(text: str, key: str) -> str | None:
-    m = re.search(rf"""["']?{key}s?["']?\s*[:=]\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([^\n,}}]+))""",
-                  text, re.I)
+    value = r"""(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([^\n,}]+))"""
+    m = re.search(rf"""["']?{key}s?["']?\s*[:=]\s*""" + value, text, re.I)
     if not m:
         return None
     val = next(g for g in m.groups() if g is not None)

@@ -1,4 +1,6 @@
-"""Feature names and the ``NAMES.csv`` format (DESIGN.md §3: ``unit,concept,description,namer,score``).
+"""Feature names and the ``NAMES.csv`` format.
+
+Columns (DESIGN.md §3): ``unit,concept,description,namer,score``.
 
 No Qt, no printing.
 """

@@ -174,10 +174,17 @@ class TrainableSAE(torch.nn.Module):
         m, d = spec.d_sae, spec.d_in
         w_sd = torch.randn(m, d, generator=generator)
         w_sd /= torch.linalg.vector_norm(w_sd, dim=1, keepdim=True)
-        # Tied initialisation W_enc = W_decᵀ (dictionary_learning AutoEncoder/TopK, Anthropic):
-        # it starts every latent as a matched filter and measurably reduces dead latents.
+        # Tied initialisation W_enc ∝ W_decᵀ (dictionary_learning AutoEncoder/TopK, Anthropic):
+        # every latent starts as a matched filter, which measurably reduces dead latents.
+        # With ReLU about half of the latents fire at first, so x̂ ≈ (d_sae / 2 d_in)·c·x; the
+        # encoder scale c = 2 d_in / d_sae makes the first reconstructions the right size
+        # (dictionary_learning's AutoEncoder uses 0.1, i.e. the same for ×16). TopK-style
+        # activations keep only k latents and start at scale 1.
+        enc_scale = 1.0
+        if spec.arch in ("relu", "jumprelu"):
+            enc_scale = min(1.0, 2.0 * d / m)
         self.W_dec_sd = torch.nn.Parameter(w_sd.clone())
-        self.W_enc_sd = torch.nn.Parameter(w_sd.clone())
+        self.W_enc_sd = torch.nn.Parameter(w_sd * enc_scale)
         self.b_enc_s = torch.nn.Parameter(torch.zeros(m))
         self.b_dec_d = torch.nn.Parameter(torch.zeros(d))
         if spec.arch == "jumprelu":

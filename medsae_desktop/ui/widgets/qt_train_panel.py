@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -234,9 +234,20 @@ class QtTrainPanel(QWidget):
             pw.setClipToView(True)
             pw.setDownsampling(auto=True, mode="peak")
             pw.hideButtons()
-            self.curves[key] = pw.plot(pen=pg.mkPen(CURVE_COLOURS[key], width=2))
+            # fixed axis width: tick labels changing width must not re-layout the window on
+            # every update (measured: the main cost of live curves on the GUI thread)
+            pw.getAxis("left").setWidth(52)
+            self.curves[key] = pw.plot(pen=pg.mkPen(CURVE_COLOURS[key], width=2),
+                                       skipFiniteCheck=True)
             self.plots[key] = pw
             grid.addWidget(pw, i // 2, i % 2)
+        # Curves are redrawn one plot per timer turn (round robin, ~3 full refreshes a
+        # second): repainting a pyqtgraph plot costs tens of ms on a busy 2-core machine, and
+        # four at once made the longest event-loop stalls while training (bench_ui.py).
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setInterval(80)
+        self._redraw_timer.timeout.connect(self._redraw_next)
+        self._dirty: set[str] = set()
         self.rate = QLabel("samples/s —")
         self.rate.setObjectName("sectionTitle")
         self.progress_label = QLabel("")
@@ -477,21 +488,36 @@ class QtTrainPanel(QWidget):
             self.rate.setText(f"samples/s {rate:,.0f}")
         total = f"/{p.total}" if p.total else ""
         self.progress_label.setText(f"{p.message}  ({p.done}{total})")
-        self._redraw()
+        self._dirty.update(self.curves)
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def _redraw_next(self) -> None:
+        if not self._dirty:
+            self._redraw_timer.stop()
+            return
+        key = next(k for k, _ in CURVES if k in self._dirty)
+        self._dirty.discard(key)
+        self._set_curve(key)
+        self.curves_updated.emit(max(len(v) for v in self.points.values()))
+
+    def _set_curve(self, key: str) -> None:
+        pts = self.points[key]
+        if pts:
+            a = np.asarray(pts, float)
+            self.curves[key].setData(a[:, 0], a[:, 1])
+        else:
+            self.curves[key].setData([], [])
 
     def _redraw(self) -> None:
-        n = 0
-        for key, curve in self.curves.items():
-            pts = self.points[key]
-            if pts:
-                a = np.asarray(pts, float)
-                curve.setData(a[:, 0], a[:, 1])
-            else:
-                curve.setData([], [])
-            n = max(n, len(pts))
-        self.curves_updated.emit(n)
+        """Redraw every curve now (start, end of a run)."""
+        self._dirty.clear()
+        for key in self.curves:
+            self._set_curve(key)
+        self.curves_updated.emit(max(len(v) for v in self.points.values()))
 
     def _on_done(self, result: Any) -> None:
+        self._redraw()
         self._set_running(False)
         dt = time.perf_counter() - self._t0
         self._log(f"training finished in {dt:.1f} s → {self.out_edit.text()}")
@@ -499,6 +525,7 @@ class QtTrainPanel(QWidget):
         self.training_ended.emit("finished")
 
     def _on_cancelled(self) -> None:
+        self._redraw()
         self._set_running(False)
         self._log("training cancelled (checkpoint kept; Resume continues)")
         self.training_ended.emit("cancelled")
