@@ -3,7 +3,8 @@
 Top-N features of IMAGE under the encoder + SAE, with name (annotation store, else a
 ``names.csv`` beside the SAE), activation and population percentile (against the SAE's
 training cache, as recorded in its ``cfg.json``), and optionally the heat-map overlay PNG of
-the strongest feature at the image's default window, with the viewer's default colour map and
+the features the viewer shows first (the strongest, plus the strongest named one when the
+strongest is unnamed) at the image's default window, with the viewer's default colour map and
 opacity. Computed by :mod:`medsae_desktop.core.inspection`, the code the viewer uses.
 """
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             res = ins.inspect_image(image, encoder, sae, population=population, names=names,
                                     top_n=args.top)
             bar.update(1)
-            overlay_units = [res.top[0].unit] if res.top else []
+            overlay_units = ins.default_overlay_units(res.top)
             if args.output:
                 _, rgba = ins.overlay_for(res, image, overlay_units)
                 from PIL import Image
@@ -87,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
         pct = "—" if h.percentile is None else f"{h.percentile:5.1f}"
         print(f"{i:>4}  {h.unit:>6}  {h.activation:>10.4g}  {pct:>6}  {h.name}")
     if args.output:
-        print(f"overlay of unit {overlay_units[0] if overlay_units else '—'} → {args.output}")
+        shown = ", ".join(f"#{u}" for u in overlay_units) or "none"
+        print(f"overlay of {shown} → {args.output}")
     return 0

@@ -491,6 +491,20 @@ def top_hits(acts_s: np.ndarray, top_n: int, *, population: PopulationStats | No
     return tuple(_hit(k, float(acts_s[k]), population, names) for k in active)
 
 
+def default_overlay_units(top: Sequence[FeatureHit]) -> list[int]:
+    """Overlays shown when a study opens: the strongest feature, plus the strongest *named*
+    one when the strongest has no name (so a study always opens with a named overlay when
+    one of its top features is named). Used by the viewer and ``medsae inspect``."""
+    if not top:
+        return []
+    units = [top[0].unit]
+    if top[0].status in ("", "rejected"):
+        named = next((h for h in top if h.status not in ("", "rejected")), None)
+        if named is not None:
+            units.append(named.unit)
+    return units
+
+
 def inspect_embedding(
     embedding_d: np.ndarray,
     patches_pd: np.ndarray,

@@ -108,10 +108,6 @@ def export_summary_pdf(viewer: Any, path: str | os.PathLike[str]) -> Path:
     """One A4 page: study with overlays, top-feature table, per-feature maps, provenance."""
     path = Path(path)
     state = viewer.export_state()
-    insp = viewer.inspection
-    image = viewer.image
-    hits = state["hits"]
-    shown = [e.name for e in state["legend"]]
     writer = QPdfWriter(str(path))
     writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
     writer.setPageMargins(QMarginsF(12, 12, 12, 12), QPageLayout.Unit.Millimeter)
@@ -120,7 +116,31 @@ def export_summary_pdf(viewer: Any, path: str | os.PathLike[str]) -> Path:
     writer.setCreator(state["provenance"].get("app", "medsae-desktop"))
     p = QPainter(writer)
     page = writer.pageLayout().paintRectPixels(writer.resolution())
-    W, H = page.width(), page.height()
+    _paint_summary(p, page.width(), page.height(), viewer, state)
+    p.end()
+    return path
+
+
+def summary_preview(viewer: Any, path: str | os.PathLike[str]) -> Path:
+    """The PDF page painted into a PNG (A4 at 150 dpi, white), for previews and checks."""
+    path = Path(path)
+    w, h = 1240, 1754  # A4 at 150 dpi
+    img = QImage(w, h, QImage.Format.Format_RGB32)
+    img.fill(QColor("white"))
+    p = QPainter(img)
+    m = 71  # 12 mm
+    p.translate(m, m)
+    _paint_summary(p, w - 2 * m, h - 2 * m, viewer, viewer.export_state())
+    p.end()
+    img.save(str(path), "PNG")
+    return path
+
+
+def _paint_summary(p: QPainter, W: int, H: int, viewer: Any, state: dict[str, Any]) -> None:
+    insp = viewer.inspection
+    image = viewer.image
+    hits = state["hits"]
+    shown = [e.name for e in state["legend"]]
     dark, mid, accent = QColor("#1a1d22"), QColor("#5a6170"), QColor("#1f6f96")
 
     def text(x: float, y: float, w: float, h: float, s: str, size: float = 9,
@@ -168,7 +188,8 @@ def export_summary_pdf(viewer: Any, path: str | os.PathLike[str]) -> Path:
     p.drawLine(int(tx), int(ry), int(tx + tw), int(ry))
     for rank, h in enumerate(hits[:15], 1):
         x = tx
-        vals = (str(rank), f"{h.name}  (#{h.unit})", h.status or "unnamed",
+        label = h.name if h.name == f"unnamed #{h.unit}" else f"{h.name}  (#{h.unit})"
+        vals = (str(rank), label, h.status or "unnamed",
                 f"{h.activation:.3g}", "—" if h.percentile is None else f"{h.percentile:.1f}%")
         for (name, frac), v in zip(cols, vals, strict=True):
             text(x, ry, tw * frac - 4, 22, v, 8)
@@ -195,7 +216,8 @@ def export_summary_pdf(viewer: Any, path: str | os.PathLike[str]) -> Path:
                                                               state["opacity"]))
             cx = i * (cell_w + 12)
             p.drawImage(QRectF(cx, y2, cell_w, cell_h), _qimage_rgb(rgb_i))
-            text(cx, y2 + cell_h + 2, cell_w, 34, f"{h.name} (#{h.unit})\nact. {h.activation:.3g}"
+            label = h.name if h.name == f"unnamed #{h.unit}" else f"{h.name} (#{h.unit})"
+            text(cx, y2 + cell_h + 2, cell_w, 34, f"{label}\nact. {h.activation:.3g}"
                  f"  · map {lay.vmin:.3g}–{lay.vmax:.3g}", 7, colour=mid)
         y2 += cell_h + 42
     # provenance
@@ -205,5 +227,3 @@ def export_summary_pdf(viewer: Any, path: str | os.PathLike[str]) -> Path:
     p.drawLine(0, int(fy - 6), int(W), int(fy - 6))
     for i, line in enumerate(lines):
         text(0, fy + 20 * i, W, 20, line, 7, i == 0, accent if i == 0 else mid)
-    p.end()
-    return path

@@ -198,3 +198,14 @@ def test_thumbnail_sampling_matches_full_resolution(rng):
     pooled = full.reshape(100, 4, 75, 4)[:, 1:3, :, 1:3].mean(axis=(1, 3))
     inner = (slice(10, 90), slice(8, 67))  # away from the clamped border cells
     np.testing.assert_allclose(small[inner], pooled[inner], atol=1e-4)
+
+
+def test_default_overlay_units():
+    H = ins.FeatureHit
+    assert ins.default_overlay_units([]) == []
+    named = [H(3, "effusion", 2.0, None, "accepted"), H(5, "unnamed #5", 1.0, None, "")]
+    assert ins.default_overlay_units(named) == [3]
+    top_unnamed = [H(1, "unnamed #1", 3.0, None, ""), H(2, "x", 2.5, None, "rejected"),
+                   H(4, "nodule (proposed)", 2.0, None, "proposed")]
+    assert ins.default_overlay_units(top_unnamed) == [1, 4]
+    assert ins.default_overlay_units(top_unnamed[:2]) == [1]

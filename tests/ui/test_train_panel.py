@@ -27,6 +27,8 @@ def test_train_cancel_resume_evaluate_load(qtbot, loaded_window, tiny_workspace,
     qtbot.waitUntil(lambda: len(tp.points["loss"]) >= 3, timeout=120000)
     assert len(tp.points["fvu"]) >= 3 and len(tp.points["l0"]) >= 3
     assert len(tp.points["dead"]) >= 3
+    qtbot.waitUntil(lambda: tp.curves["loss"].getData()[0] is not None
+                    and len(tp.curves["loss"].getData()[0]) >= 3, timeout=10000)
     x, y = tp.curves["loss"].getData()
     assert len(x) >= 3 and all(b > a for a, b in zip(x, x[1:], strict=False))
     assert "samples/s" in tp.rate.text() and tp.rate.text() != "samples/s —"

@@ -28,11 +28,12 @@ def test_open_study_lists_features_and_shows_top_overlay(qtbot, loaded_window, t
     for h in hits:
         assert h.name == win.state.display_name(h.unit)
     assert any(h.unit in named for h in hits) or not named
-    # the strongest feature is selected and overlaid; the layer has the image's size
-    assert v.shown_units == [hits[0].unit]
+    # the strongest feature (plus the strongest named one if it is unnamed) is overlaid
+    assert v.shown_units == ins.default_overlay_units(hits)
+    assert v.shown_units[0] == hits[0].unit
     assert v.view.has_overlay
     assert v.merged_rgba.shape[:2] == v.image.render_hw.shape
-    assert v.legend.isVisible() and len(v.legend.entries) == 1
+    assert v.legend.isVisible() and len(v.legend.entries) == len(v.shown_units)
     assert v.open_to_overlay_s is not None and v.open_to_overlay_s > 0
 
 
@@ -100,7 +101,7 @@ def test_viewer_overlay_equals_core_overlay(qtbot, loaded_window, tiny_workspace
     assert [h.unit for h in res.top] == [h.unit for h in v.features.hits()]
     np.testing.assert_allclose([h.activation for h in res.top],
                                [h.activation for h in v.features.hits()])
-    _, merged = ins.overlay_for(res, image, [res.top[0].unit], opacity=1.0)
+    _, merged = ins.overlay_for(res, image, ins.default_overlay_units(res.top), opacity=1.0)
     np.testing.assert_array_equal(merged, v.merged_rgba)
 
 

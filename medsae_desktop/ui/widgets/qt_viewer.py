@@ -383,7 +383,7 @@ class QtViewer(QWidget):
             return
         self.inspection = res
         hits = self._hits()
-        select = [hits[0].unit] if (hits and self._auto_select) else []
+        select = ins.default_overlay_units(hits) if self._auto_select else []
         self.features.set_hits(hits, select=select)
         self._update_features_note()
         self.features_listed.emit(res)
