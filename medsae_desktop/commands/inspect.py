@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                 _, rgba = ins.overlay_for(res, image, overlay_units)
                 from PIL import Image
 
-                Image.fromarray(ins.composite(image.render_hw, rgba)).save(args.output)
+                full = ins.expand_overlay(rgba, image.render_hw.shape)
+                Image.fromarray(ins.composite(image.render_hw, full)).save(args.output)
         finally:
             encoder.close()
     doc = res.to_json()

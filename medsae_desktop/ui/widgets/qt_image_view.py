@@ -110,7 +110,9 @@ class QtImageView(QWidget):
 
     def _corner(self) -> QLabel:
         lab = QLabel(self.graphics)
-        lab.setStyleSheet("color: #e6d9a8; background: transparent; font-size: 9pt;")
+        # a translucent dark plate keeps the text legible over bright radiographs
+        lab.setStyleSheet("color: #e6d9a8; background: rgba(0, 0, 0, 150); font-size: 9pt;"
+                          "padding: 1px 4px; border-radius: 2px;")
         lab.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         return lab
 
@@ -145,15 +147,24 @@ class QtImageView(QWidget):
         self._stack.setCurrentWidget(self.placeholder)
 
     # ---- overlay --------------------------------------------------------------------------
-    def set_overlay(self, rgba_hw4: np.ndarray | None) -> None:
-        """Show an RGBA overlay of the image's size (None removes it)."""
+    def set_overlay(self, rgba_hw4: np.ndarray | None, step: int = 1) -> None:
+        """Show an RGBA overlay (None removes it).
+
+        ``rgba_hw4`` covers the image with one pixel per ``step x step`` block (the overlay
+        grid of :func:`medsae_desktop.core.inspection.overlay_step`); it is placed so that
+        each pixel lies exactly on its block.
+        """
         if rgba_hw4 is None:
             self.clear_overlay()
             return
-        assert self._shape is not None and rgba_hw4.shape[:2] == self._shape, (
-            f"overlay {rgba_hw4.shape} does not match the image {self._shape}")
+        assert self._shape is not None, "no image"
+        h, w = self._shape
+        oh, ow = rgba_hw4.shape[:2]
+        assert (oh, ow) == (-(-h // step), -(-w // step)), (
+            f"overlay {rgba_hw4.shape} does not match the image {self._shape} at step {step}")
         self.overlay_item.setImage(np.ascontiguousarray(rgba_hw4), autoLevels=False,
                                    levels=None)
+        self.overlay_item.setRect(QRectF(0, 0, ow * step, oh * step))
         self.overlay_item.setOpacity(self._overlay_opacity)
         self.overlay_item.setVisible(self._overlay_visible)
 

@@ -459,7 +459,7 @@ class QtViewer(QWidget):
         self.layers = list(layers)
         self.merged_rgba = merged
         self.shown_units = list(units)
-        self.view.set_overlay(merged)
+        self.view.set_overlay(merged, ins.overlay_step(self.image.render_hw.shape))
         self.view.set_overlay_opacity(self.opacity.value() / 100)
         self._update_legend()
         if len(layers) > 1:
