@@ -238,6 +238,7 @@ class QtImageView(QWidget):
             if text is not None:
                 lab.setText(text)
                 lab.adjustSize()
+                lab.setVisible(bool(text))
         self._place_corners()
 
     # ---- events ---------------------------------------------------------------------------
