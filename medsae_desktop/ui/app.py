@@ -39,6 +39,13 @@ def reserve_gui_core() -> None:
     os.environ.setdefault("MKL_NUM_THREADS", str(n))
 
 
+def _no_display() -> bool:
+    """True on Linux/BSD when no X11/Wayland display is reachable and no Qt platform is forced."""
+    if not sys.platform.startswith(("linux", "freebsd")) or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the GUI; returns the exit code."""
     reserve_gui_core()
@@ -46,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+    if _no_display():
+        # Qt would abort with a multi-line plugin error; say it in one line instead.
+        print("medsae-desktop: error: no display found (DISPLAY/WAYLAND_DISPLAY unset); on a "
+              "headless machine run it on a virtual screen: xvfb-run -a medsae-desktop --demo",
+              file=sys.stderr)
+        return 1
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
