@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import io
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,15 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medsae_desktop.core.encoders import make_encoder, preprocess_render  # noqa: E402
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _machine import cpu_model  # sibling module in benchmarks/
 
 
 def cpu_flags() -> str:

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _machine import cpu_model  # sibling module in benchmarks/
+
 SECTION = "## Image reading (bench_read.py)"
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 FILES = (("RG1_UNCR.dcm", "uncompressed"), ("RG1_J2KR.dcm", "JPEG 2000 lossless"))
@@ -45,16 +47,6 @@ def time_ms(fn: Callable[[], object], runs: int) -> tuple[float, float]:
         fn()
         samples.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(samples), min(samples)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def plugin_versions() -> str:

@@ -42,6 +42,7 @@ from medsae_desktop.core.annotations import display_name
 from medsae_desktop.ui.tasks import TaskRunner
 from medsae_desktop.ui.widgets.qt_annotation_panel import QtAnnotationPanel
 from medsae_desktop.ui.widgets.qt_correlation_bars import QtCorrelationBars
+from medsae_desktop.ui.widgets.qt_card import make_card
 from medsae_desktop.ui.widgets.qt_feature_table import (
     QtFeatureFilter,
     QtFeatureTableModel,
@@ -500,17 +501,6 @@ class QtFeaturesTab(QWidget):
 
 
 def _card(title: str, body: QWidget, extra: QWidget | None = None) -> QFrame:
-    f = QFrame()
-    f.setObjectName("card")
-    lay = QVBoxLayout(f)
-    lay.setContentsMargins(8, 6, 8, 8)
-    head = QHBoxLayout()
-    t = QLabel(title)
-    t.setStyleSheet("font-weight: 600; color: #8fb8cf; background: transparent;")
-    head.addWidget(t)
-    head.addStretch(1)
-    if extra is not None:
-        head.addWidget(extra)
-    lay.addLayout(head)
-    lay.addWidget(body, 1)
-    return f
+    # Smaller, tinted titles than the viewer's: the features tab stacks many cards.
+    return make_card(title, body, extra,
+                     "font-weight: 600; color: #8fb8cf; background: transparent;")

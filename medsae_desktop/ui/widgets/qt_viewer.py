@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFrame,
-    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -44,6 +43,7 @@ from medsae_desktop.ui.widgets.qt_colour_bar import LegendEntry, QtColourBar
 from medsae_desktop.ui.widgets.qt_feature_list import QtFeatureList
 from medsae_desktop.ui.widgets.qt_header_panel import QtHeaderPanel
 from medsae_desktop.ui.widgets.qt_image_view import QtImageView
+from medsae_desktop.ui.widgets.qt_card import make_card
 
 logger = logging.getLogger(__name__)
 
@@ -70,20 +70,7 @@ def _overlay(inspection: Any, image: Any, units: list[int], cmap: str) -> Any:
 
 
 def _card(title: str, body: QWidget, extra: QWidget | None = None) -> QFrame:
-    f = QFrame()
-    f.setObjectName("card")
-    lay = QVBoxLayout(f)
-    lay.setContentsMargins(8, 6, 8, 8)
-    head = QHBoxLayout()
-    t = QLabel(title)
-    t.setObjectName("sectionTitle")
-    head.addWidget(t)
-    head.addStretch(1)
-    if extra is not None:
-        head.addWidget(extra)
-    lay.addLayout(head)
-    lay.addWidget(body, 1)
-    return f
+    return make_card(title, body, extra)
 
 
 class QtViewer(QWidget):
