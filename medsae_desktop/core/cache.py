@@ -323,6 +323,9 @@ class CacheWriter:
                     f"pending segments in {self.wip.name}/ were embedded with {stale}; "
                     "re-run with that encoder to finish them, or delete that folder", self.path)
             pending_ids.update(seg_ids)
+        stale_new = self.path.with_name(self.path.name + ".new.tmp")
+        if stale_new.exists():
+            stale_new.unlink()  # creation of the empty cache was killed before its rename
         if not self.path.exists():
             self._write_empty(self.path)
         with EmbeddingCache(self.path) as c:
@@ -365,7 +368,9 @@ class CacheWriter:
         if not segs:
             self._cleanup_wip()
             return 0
-        tmp = self.path.with_name(self.path.name + f".merge-{uuid.uuid4().hex[:8]}.tmp")
+        # The merge copy lives in the wip folder (same file system, so the rename is atomic):
+        # a kill -9 mid-merge leaves it where the next writer's start-up sweep removes it.
+        tmp = self.wip / f"merge-{uuid.uuid4().hex[:8]}.tmp"
         shutil.copyfile(self.path, tmp)
         added = 0
         try:
