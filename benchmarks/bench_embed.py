@@ -9,6 +9,9 @@ is timed once per round, round after round, and we report the median and the bes
 - ``torch-fp32``: our :class:`TorchEncoder` (channels-last, BN folded, inference mode);
 - ``torch-bf16``: the same with bf16 autocast;
 - ``onnx-fp32``: our :class:`OnnxEncoder` on the exported graph;
+- ``onnx-int8``: that graph statically quantised by onnxruntime (QOperator, per-channel int8
+  weights with reduce_range for AVX2, uint8 activations, MinMax calibration on 32 *other*
+  synthetic images) -- a measurement of what int8 would buy, not a shipped precision;
 
 at batch 1 (latency, *with* the 7 x 7 per-location maps for ours) and batch 32 (throughput),
 plus the FLOP floor: exact ResNet-50 multiply-adds per image (counted with hooks) x 2 over
@@ -106,6 +109,31 @@ def decode_preprocess(pngs: list[bytes]) -> np.ndarray:
                      for b in pngs])
 
 
+def quantize_int8(fp32_path: Path, calib_bchw: np.ndarray) -> Path:
+    """Static int8 copy of an exported graph (onnxruntime.quantization), next to it."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"pixels": calib_bchw[i:i + 8]}
+                                 for i in range(0, len(calib_bchw), 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = fp32_path.with_suffix(".pre.onnx")
+    out = fp32_path.with_suffix(".int8.onnx")
+    quant_pre_process(str(fp32_path), str(pre))
+    # reduce_range: 7-bit weights avoid the int16 saturation of AVX2's u8*s8 dot product.
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QOperator,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, reduce_range=True,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per config")
@@ -114,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=1024, help="side of the synthetic PNG renders")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch and onnxruntime intra-op threads (0 = library default)")
-    ap.add_argument("--skip", default="", help="comma list of configs to skip (bf16,onnx)")
+    ap.add_argument("--skip", default="",
+                    help="comma list of configs to skip (bf16,onnx,int8)")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
 
@@ -171,6 +200,12 @@ def main(argv=None) -> int:
         onx = OnnxEncoder(tmp, intra_op_num_threads=args.threads)
         configs["onnx-fp32"] = (lambda xb: onx.encode(xb),
                                 lambda xb: onx.encode(xb, patches=True))
+        if "int8" not in skip:
+            q8 = OnnxEncoder(quantize_int8(tmp, decode_preprocess(make_pngs(32, args.size,
+                                                                              seed=1))),
+                             intra_op_num_threads=args.threads)
+            configs["onnx-int8"] = (lambda xb: q8.encode(xb),
+                                    lambda xb: q8.encode(xb, patches=True))
 
     # ---- accuracy vs fp32 reference ---------------------------------------------------------
     with torch.no_grad():

@@ -25,7 +25,7 @@ from medsae_desktop import paths
 from medsae_desktop.core.errors import MedsaeError
 from medsae_desktop.core.progress import Progress
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "models" / "manifest.json"
+MANIFEST_PATH = paths.bundled_dir("models") / "manifest.json"
 _CHUNK = 1 << 20
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from PySide6.QtGui import QColor, QFont, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
+from medsae_desktop.paths import bundled_dir
+
 logger = logging.getLogger(__name__)
 
 BACKGROUND = "#16191e"
@@ -25,12 +27,8 @@ CURVE_COLOURS = {"loss": "#3fa7d6", "fvu": "#f26b3a", "l0": "#7bd88f", "dead": "
 
 
 def resources_dir() -> Path:
-    """The ``resources/`` folder (next to the package in a checkout, or inside it)."""
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "resources", here.parents[1] / "resources"):
-        if cand.is_dir():
-            return cand
-    return here.parents[2] / "resources"
+    """The ``resources/`` folder (checkout or installed package; see ``paths.bundled_dir``)."""
+    return bundled_dir("resources")
 
 
 @functools.lru_cache(maxsize=64)

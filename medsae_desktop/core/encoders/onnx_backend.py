@@ -93,6 +93,11 @@ class OnnxEncoder(ImageEncoder):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # no parallel branches
         opts.intra_op_num_threads = int(intra_op_num_threads)
+        # Flush denormals to zero: values below 1.2e-38 cannot move an L2-normalised embedding,
+        # but x86 computes with them up to 100x slower. Radiographs rarely produce them (no
+        # change measured on renders), noise-like inputs do: batch-1 latency 118 -> 71 ms on
+        # random-normal pixels on this AVX2 machine.
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         try:
             self.session: Any = ort.InferenceSession(str(self.path), opts,
                                                      providers=choose_providers(device))
