@@ -94,6 +94,8 @@ class MainWindow(QMainWindow):
         self.trainer_tab = self._make_trainer_tab()
         if self.trainer_tab is not None:
             self.tabs.addTab(self.trainer_tab, "Trainer")
+        self.evaluation_tab = self._make_evaluation_tab()
+        self.tabs.addTab(self.evaluation_tab, "Evaluation")
 
         self.research_banner = QLabel(RESEARCH_NOTICE)
         self.research_banner.setObjectName("researchBanner")
@@ -140,6 +142,14 @@ class MainWindow(QMainWindow):
         tab.failed.connect(self.show_error)
         tab.status.connect(self.show_status)
         tab.load_requested.connect(self.load_workspace)
+        return tab
+
+    def _make_evaluation_tab(self) -> QWidget:
+        from medsae_desktop.ui.widgets.qt_evaluation_tab import QtEvaluationTab
+
+        tab = QtEvaluationTab(self.state, self.runner)
+        tab.failed.connect(self.show_error)
+        tab.status.connect(self.show_status)
         return tab
 
     # ---- status bar -----------------------------------------------------------------------
@@ -276,7 +286,7 @@ class MainWindow(QMainWindow):
         self._action(m_view, "Reset &window", self.viewer.reset_window, "W")
         self._action(m_view, "Toggle &overlays", self.viewer.toggle_overlays, "O")
         m_view.addSeparator()
-        for i, name in enumerate(["&Viewer", "F&eatures", "&Trainer"]):
+        for i, name in enumerate(["&Viewer", "F&eatures", "&Trainer", "E&valuation"]):
             if i < self.tabs.count():
                 self._action(m_view, name, lambda i=i: self.tabs.setCurrentIndex(i),
                              f"Ctrl+{i + 1}")

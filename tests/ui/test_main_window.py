@@ -21,13 +21,14 @@ def test_research_notice_is_permanent(qtbot, window):
 
 def test_tabs_and_shortcuts(qtbot, window):
     assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == [
-        "Viewer", "Features", "Trainer"]
+        "Viewer", "Features", "Trainer", "Evaluation"]
     names = {a.text(): a.shortcut().toString() for m in window.menuBar().actions()
              for a in m.menu().actions() if a.text()}
     assert names["&Open study…"] == "Ctrl+O"
     assert names["&Export view as PNG…"] == "Ctrl+E"
     assert names["Toggle &overlays"] == "O"
     assert names["F&eatures"] == "Ctrl+2"
+    assert names["E&valuation"] == "Ctrl+4"
 
 
 def test_model_state_is_visible_while_loading(qtbot, window, tiny_workspace):
