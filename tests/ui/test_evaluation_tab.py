@@ -7,7 +7,7 @@ import threading
 import numpy as np
 from PySide6.QtCore import Qt
 
-from medsae_desktop.core.eval import comparison_lines, load_report
+from medsae_desktop.core.eval import compare_reports, comparison_lines, load_report
 from medsae_desktop.ui.widgets.qt_evaluation_tab import summary_lines
 
 
@@ -66,6 +66,18 @@ def test_raw_evaluation_compared_with_the_sae_report(qtbot, loaded_window, tmp_p
     _run(qtbot, tab, raw_rep, raw=True, compare=sae_rep)
     assert tab.report.kind == "raw" and tab.units_model.rowCount() == 512
     expected = comparison_lines(json.loads((raw_rep / "comparison.json").read_text()))
+    assert expected and tab.comparison_text.toPlainText() == "\n".join(expected)
+
+
+def test_compare_the_shown_report_without_rerunning(qtbot, loaded_window, tmp_path):
+    tab = loaded_window.evaluation_tab
+    sae_rep, raw_rep = tmp_path / "sae-rep", tmp_path / "raw-rep"
+    _run(qtbot, tab, raw_rep, raw=True)
+    _run(qtbot, tab, sae_rep)
+    assert not (sae_rep / "comparison.json").exists() and not tab.comparison_text.toPlainText()
+    handle = tab.compare_with(str(raw_rep))
+    qtbot.waitUntil(lambda: handle.is_done, timeout=20000)
+    expected = comparison_lines(compare_reports(load_report(sae_rep), load_report(raw_rep)))
     assert expected and tab.comparison_text.toPlainText() == "\n".join(expected)
 
 

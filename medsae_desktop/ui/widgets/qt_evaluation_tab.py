@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QPixmap
+from PySide6.QtGui import QDesktopServices, QFontDatabase, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -56,6 +56,13 @@ def evaluate_to_report_job(cache_path: str, sae_dir: str | None, report_dir: str
     result = yield from evaluate_job(cache_path, sae_dir=sae_dir, config=config)
     yield Progress(1, 1, "writing report")
     return load_report(write_report(result, report_dir, compare_dir=compare_dir or None))
+
+
+def compare_with_job(report: Any, other_dir: str) -> list[str]:
+    """Verdict lines of ``report`` against the report folder ``other_dir`` (no re-run)."""
+    from medsae_desktop.core.eval import compare_reports, comparison_lines, load_report
+
+    return comparison_lines(compare_reports(report, load_report(other_dir)))
 
 
 class UnitsModel(QAbstractTableModel):
@@ -193,6 +200,7 @@ class QtEvaluationTab(QWidget):
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
+        self.progress.setValue(0)
         inputs = QWidget()
         lay = QVBoxLayout(inputs)
         lay.addLayout(form)
@@ -206,7 +214,14 @@ class QtEvaluationTab(QWidget):
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.comparison_text = QPlainTextEdit()
         self.comparison_text.setReadOnly(True)
-        self.comparison_text.setPlaceholderText("Run with “Compare with” set to see a verdict.")
+        # comparison_lines is a column-aligned table: keep its alignment
+        self.comparison_text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.comparison_text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.comparison_text.setPlaceholderText(
+            "Compare the shown report with another report folder (or run with “Compare with”).")
+        self.b_compare = QPushButton("Compare with…")
+        self.b_compare.setEnabled(False)
+        self.b_compare.clicked.connect(self._compare_dialog)
         self.units_model = UnitsModel(self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.units_model)
@@ -216,6 +231,7 @@ class QtEvaluationTab(QWidget):
         self.units_view.setSortingEnabled(True)
         self.units_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # unit order by default
         self.units_view.verticalHeader().setVisible(False)
+        self.units_view.setWordWrap(False)  # one line per unit: long label names elide
         self.units_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.figures_box = QWidget()
         self.figures_layout = QVBoxLayout(self.figures_box)
@@ -226,7 +242,8 @@ class QtEvaluationTab(QWidget):
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(make_card("Evaluate", inputs))
         left.addWidget(make_card("Summary", self.summary_label))
-        left.addWidget(make_card("Comparison", self.comparison_text))
+        left.addWidget(make_card("Comparison", self.comparison_text, extra=self.b_compare))
+        left.setSizes([360, 170, 170])
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(make_card("Units", self.units_view))
         right.addWidget(make_card("Figures", scroll))
@@ -279,6 +296,16 @@ class QtEvaluationTab(QWidget):
         return self.runner.submit(load_report, path, name="loading report", lane="io-report",
                                   on_done=self._on_report, on_error=self.failed.emit)
 
+    def compare_with(self, other_dir: str) -> TaskHandle | None:
+        """Show the verdict of the shown report against the report folder ``other_dir``."""
+        if self.report is None:
+            return None
+        return self.runner.submit(
+            compare_with_job, self.report, other_dir, name="comparing reports",
+            lane="io-report",
+            on_done=lambda lines: self.comparison_text.setPlainText("\n".join(lines)),
+            on_error=self.failed.emit)
+
     def open_html(self) -> None:
         """Show ``report.html`` in the system browser (a local file: no network)."""
         if self.report is not None and (Path(self.report.path) / "report.html").is_file():
@@ -309,6 +336,11 @@ class QtEvaluationTab(QWidget):
         d = QFileDialog.getExistingDirectory(self, "Evaluation report folder")
         if d:
             self.open_report(d)
+
+    def _compare_dialog(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Report folder to compare with")
+        if d:
+            self.compare_with(d)
 
     def _from_workspace(self) -> None:
         ws = self.state.workspace
@@ -371,4 +403,5 @@ class QtEvaluationTab(QWidget):
             self.figures_layout.addWidget(label)
         self.figures_layout.addStretch(1)
         self.b_html.setEnabled((Path(report.path) / "report.html").is_file())
+        self.b_compare.setEnabled(True)
         self.status.emit(f"report: {Path(report.path).name}")
