@@ -21,13 +21,14 @@ from medsae_desktop.core.eval.metrics import (
     correlation_matrix, monosemanticity_scores, precision_recall_f1, top_fraction_thresholds,
     unit_entropy)
 from medsae_desktop.core.eval.report import (
-    Report, UnitStats, compare_reports, comparison_lines, load_report, write_report)
+    Report, UnitStats, compare_reports, comparison_lines, evaluate_report_job, load_report,
+    write_report)
 
 __all__ = [
     "UNCERTAINTY_POLICIES", "BestUnits", "EvalConfig", "EvalLabels", "EvalResult", "RawUnits",
     "Report", "SaeUnits", "UnitAccumulator", "UnitMoments", "UnitStats", "alive_by_correlation",
     "balanced_subset", "best_unit_per_label", "compare_reports", "comparison_lines",
-    "correlation_matrix", "evaluate_job", "load_eval_labels", "load_report", "make_units",
+    "correlation_matrix", "evaluate_job", "evaluate_report_job", "load_eval_labels", "load_report", "make_units",
     "monosemanticity_scores", "precision_recall_f1", "top_fraction_thresholds", "unit_entropy",
     "write_report",
 ]

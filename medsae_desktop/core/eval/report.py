@@ -31,13 +31,20 @@ import io
 import json
 import math
 import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medsae_desktop.core.errors import MedsaeError
-from medsae_desktop.core.eval.engine import REPORT_SCHEMA_VERSION, EvalResult
+from medsae_desktop.core.eval.engine import (
+    REPORT_SCHEMA_VERSION,
+    EvalConfig,
+    EvalResult,
+    evaluate_job,
+)
+from medsae_desktop.core.progress import Progress
 
 SUMMARY_NAME = "summary.json"
 UNITS_NAME = "units.csv"
@@ -210,6 +217,27 @@ def write_report(result: EvalResult, report_dir: str | os.PathLike[str], *,
         figs = write_figures(this, out, other=other)
         write_html(this, out, figs, comparison=comparison, other=other)
     return out
+
+
+def evaluate_report_job(
+    cache_path: str | os.PathLike[str],
+    report_dir: str | os.PathLike[str],
+    *,
+    sae_dir: str | os.PathLike[str] | None = None,
+    config: EvalConfig | None = None,
+    compare_dir: str | os.PathLike[str] | None = None,
+) -> Generator[Progress, None, Path]:
+    """:func:`evaluate_job`, then :func:`write_report`; returns ``report_dir``.
+
+    The report is written only once the evaluation has completed, so a cancelled job (the
+    generator closed at a yield) leaves no half-written report folder. A bad ``compare_dir``
+    fails before the long evaluation, not after it.
+    """
+    if compare_dir is not None:
+        load_report(compare_dir)
+    result = yield from evaluate_job(cache_path, sae_dir=sae_dir, config=config or EvalConfig())
+    yield Progress(1, 1, "writing report")
+    return write_report(result, report_dir, compare_dir=compare_dir)
 
 
 def _num(x: float) -> str:

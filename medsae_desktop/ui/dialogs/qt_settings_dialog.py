@@ -9,15 +9,14 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
+
+from medsae_desktop.ui.widgets.qt_path_row import path_row
 
 FIELDS = ("encoder_key", "weights_dir", "backend", "device", "medgemma_dir", "author")
 
@@ -70,21 +69,9 @@ class QtSettingsDialog(QDialog):
         lay.addWidget(buttons)
 
     def _path(self, value: str, placeholder: str) -> tuple[QWidget, QLineEdit]:
-        w = QWidget()
         edit = QLineEdit(value)
         edit.setPlaceholderText(placeholder)
-        b = QPushButton("Choose…")
-        b.clicked.connect(lambda: self._choose(edit))
-        row = QHBoxLayout(w)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(edit, 1)
-        row.addWidget(b)
-        return w, edit
-
-    def _choose(self, edit: QLineEdit) -> None:
-        d = QFileDialog.getExistingDirectory(self, "Choose folder", edit.text())
-        if d:
-            edit.setText(d)
+        return path_row(edit), edit
 
     def values(self) -> dict[str, str]:
         """The edited preferences."""

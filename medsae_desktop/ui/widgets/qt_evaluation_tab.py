@@ -38,6 +38,7 @@ from medsae_desktop.core.progress import Progress
 from medsae_desktop.ui.state import AppState
 from medsae_desktop.ui.tasks import TaskHandle, TaskRunner
 from medsae_desktop.ui.widgets.qt_card import make_card
+from medsae_desktop.ui.widgets.qt_path_row import path_row
 
 #: (header, Report attribute or None for the unit index)
 UNIT_COLUMNS = (("Unit", None), ("Freq.", "frequency_k"), ("Mean", "mean_k"),
@@ -47,15 +48,13 @@ UNIT_COLUMNS = (("Unit", None), ("Freq.", "frequency_k"), ("Mean", "mean_k"),
 
 def evaluate_to_report_job(cache_path: str, sae_dir: str | None, report_dir: str,
                            config: Any, compare_dir: str | None) -> Any:
-    """Evaluate (SAE latents, or raw dimensions when ``sae_dir`` is None), then write the
-    report; returns the loaded :class:`~medsae_desktop.core.eval.report.Report`."""
-    from medsae_desktop.core.eval import evaluate_job, load_report, write_report
+    """Evaluate and write the report (core job), then load it on the same worker thread;
+    returns the :class:`~medsae_desktop.core.eval.report.Report`."""
+    from medsae_desktop.core.eval import evaluate_report_job, load_report
 
-    if compare_dir:
-        load_report(compare_dir)  # a bad comparison folder fails before the long job
-    result = yield from evaluate_job(cache_path, sae_dir=sae_dir, config=config)
-    yield Progress(1, 1, "writing report")
-    return load_report(write_report(result, report_dir, compare_dir=compare_dir or None))
+    out = yield from evaluate_report_job(cache_path, report_dir, sae_dir=sae_dir, config=config,
+                                         compare_dir=compare_dir or None)
+    return load_report(out)
 
 
 def compare_with_job(report: Any, other_dir: str) -> list[str]:
@@ -176,14 +175,15 @@ class QtEvaluationTab(QWidget):
         self.f1_check = QCheckBox("precision / recall / F1 of binarised units")
         self.f1_check.setChecked(True)
         form = QFormLayout()
-        form.addRow("Cache", self._with_browse(self.cache_edit, "file"))
-        form.addRow("SAE folder", self._with_browse(self.sae_edit, "dir"))
+        form.addRow("Cache", path_row(self.cache_edit, caption="HDF5 embedding cache",
+                                      file_filter="HDF5 cache (*.h5 *.hdf5)"))
+        form.addRow("SAE folder", path_row(self.sae_edit, caption="SAE folder"))
         form.addRow("", self.raw_check)
         form.addRow("Uncertain labels", self.uncertain_combo)
         form.addRow("Balanced subset / label", self.balanced_spin)
         form.addRow("", self.f1_check)
-        form.addRow("Report folder", self._with_browse(self.out_edit, "dir"))
-        form.addRow("Compare with", self._with_browse(self.compare_edit, "dir"))
+        form.addRow("Report folder", path_row(self.out_edit, caption="Report folder"))
+        form.addRow("Compare with", path_row(self.compare_edit, caption="Report to compare with"))
         self.b_run = QPushButton("Run evaluation")
         self.b_run.clicked.connect(self.run_evaluation)
         self.b_cancel = QPushButton("Cancel")
@@ -313,25 +313,6 @@ class QtEvaluationTab(QWidget):
                                                                  "report.html"))))
 
     # ---- internals ------------------------------------------------------------------------
-    def _with_browse(self, edit: QLineEdit, kind: str) -> QWidget:
-        w = QWidget()
-        lay = QHBoxLayout(w)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(edit, 1)
-        b = QPushButton("Choose…")
-        b.clicked.connect(lambda: self._browse(edit, kind))
-        lay.addWidget(b)
-        return w
-
-    def _browse(self, edit: QLineEdit, kind: str) -> None:
-        if kind == "file":
-            path, _ = QFileDialog.getOpenFileName(self, "HDF5 cache", edit.text(),
-                                                  "HDF5 cache (*.h5 *.hdf5)")
-        else:
-            path = QFileDialog.getExistingDirectory(self, "Folder", edit.text())
-        if path:
-            edit.setText(path)
-
     def _open_report_dialog(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Evaluation report folder")
         if d:

@@ -94,13 +94,9 @@ def train_sae_job(cache_path: str, out_dir: str, values: dict[str, Any], resume:
 
 def evaluate_and_report_job(cache_path: str, sae_dir: str, report_dir: str) -> Any:
     """Evaluate the SAE on the cache and write the report folder; returns the report dir."""
-    from medsae_desktop.core.eval.engine import evaluate_job
-    from medsae_desktop.core.eval.report import write_report
+    from medsae_desktop.core.eval.report import evaluate_report_job
 
-    res = yield from evaluate_job(cache_path, sae_dir=sae_dir)
-    yield Progress(1, 1, "writing report")
-    write_report(res, report_dir)
-    return report_dir
+    return str((yield from evaluate_report_job(cache_path, report_dir, sae_dir=sae_dir)))
 
 
 def _metric(m: Any, *names: str) -> float | None:
